@@ -1,0 +1,39 @@
+"""The ``rayfront`` command: export, repo, serve, canary, bench, demo.
+
+Each sub-command lives beside the concept it drives; this module only assembles them.
+Sub-command modules import heavy libraries (torch, ray) inside their functions so that
+``rayfront --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from rayfront.benchmarks.cli import app as bench_app
+from rayfront.canary.cli import app as canary_app
+from rayfront.export.cli import export_command
+from rayfront.repository.cli import app as repo_app
+from rayfront.serve_cli import demo_command, serve_command
+
+app = typer.Typer(
+    name="rayfront",
+    help=(
+        "Export PyTorch models into a Triton model repository (ONNX, TensorRT on NVIDIA GPUs), "
+        "serve it through Ray Serve over KServe v2 HTTP and gRPC, and roll out new versions "
+        "with canaries."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("export")(export_command)
+app.add_typer(repo_app, name="repo")
+app.command("serve")(serve_command)
+app.add_typer(canary_app, name="canary")
+app.add_typer(bench_app, name="bench")
+app.command("demo")(demo_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,47 @@
+"""The runtime contract: load a version directory, describe it, run a batch.
+
+A runtime owns one loaded model version. ``infer`` takes full tensors (batch dim
+included when the model batches) and returns every output; the batcher and the
+protocol layers never see framework objects.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from rayfront.spec import ModelSpec
+
+TensorDict = dict[str, np.ndarray]
+
+
+class Runtime(ABC):
+    """Base class for execution backends, selected by the config's platform/backend."""
+
+    #: Triton ``platform`` names this runtime serves (e.g. ``onnxruntime_onnx``).
+    platforms: ClassVar[tuple[str, ...]] = ()
+    #: Triton ``backend`` names this runtime serves (e.g. ``onnxruntime``).
+    backends: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, spec: ModelSpec, version_dir: Path) -> None:
+        self.spec = spec
+        self.version_dir = version_dir
+
+    @classmethod
+    @abstractmethod
+    def load(cls, spec: ModelSpec, version_dir: Path) -> Runtime:
+        """Load the model file in ``version_dir``; raise RepositoryError/ModelLoadError clearly."""
+
+    @abstractmethod
+    def infer(self, inputs: TensorDict) -> TensorDict:
+        """Run one batch; return all outputs named as in ``spec.outputs``."""
+
+    def describe(self) -> dict[str, str]:
+        """Human-facing facts for logs and metadata (provider, device, versions)."""
+        return {"runtime": type(self).__name__}
+
+    def close(self) -> None:
+        """Release sessions/buffers; default does nothing."""
