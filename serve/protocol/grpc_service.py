@@ -1,0 +1,326 @@
+"""Triton's ``GRPCInferenceService`` over a :class:`DataPlane`, on ``grpc.aio``.
+
+Same service, messages and status codes as Triton, so ``tritonclient.grpc`` works
+unchanged. Each RPC is a thin adapter: convert the message with
+:mod:`rayfront.protocol.grpc_codec`, call the data plane, convert back. Errors become
+``context.abort(code, message)`` with the code from :func:`rayfront.errors.status_for`;
+an unexpected exception is logged with its traceback and the client gets a generic line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from rayfront.errors import (
+    NotFoundError,
+    PermissionDeniedError,
+    RayfrontError,
+    client_message,
+    status_for,
+)
+from rayfront.protocol import grpc_codec
+from rayfront.protocol.dataplane import DataPlane
+from rayfront.protocol.types import PARAM_ROUTE_KEY, InferRequest
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Messages above this are converted in a worker thread (typed contents, large outputs),
+# so one big tensor does not stall ServerLive and small requests on the event loop.
+DEFAULT_OFFLOAD_BYTES = 1 * 1024 * 1024
+# Requests of one ModelStreamInfer stream run concurrently up to this many.
+STREAM_CONCURRENCY = 64
+ADMIN_TOKEN_METADATA = "x-rayfront-admin-token"
+
+T = TypeVar("T")
+_Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
+
+
+def _aborts_on_error(method: _Method[T]) -> _Method[T]:
+    """Turn rayfront errors into ``context.abort`` with Triton's status mapping."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except RayfrontError as exc:
+            error: BaseException = exc
+            logger.debug("%s -> %s: %s", method.__name__, status_for(exc).grpc, exc.message)
+        except Exception as exc:
+            # Not one of ours: keep the traceback in the log, give the client one line.
+            logger.exception("gRPC %s failed with an unexpected error", method.__name__)
+            error = exc
+        await context.abort(status_for(error).grpc, client_message(error))
+        raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+    return wrapper
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, str):
+            out[key.lower()] = value
+    return out
+
+
+def _admin_token(meta: dict[str, str]) -> str | None:
+    token = meta.get(ADMIN_TOKEN_METADATA)
+    if token:
+        return token
+    scheme, _, value = meta.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """Triton's gRPC service backed by ``dataplane``.
+
+    ``admin_token``, when set, is required (constant-time compare) on RepositoryModelLoad
+    and RepositoryModelUnload; the presented token is passed to the data plane either way.
+    Shared-memory, trace and log-settings RPCs stay UNIMPLEMENTED, as in the base class.
+    """
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        admin_token: str | None = None,
+        offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
+    ) -> None:
+        self.dataplane = dataplane
+        self._admin_token = admin_token
+        self.offload_bytes = offload_bytes
+
+    # --- health and metadata ----------------------------------------------------------
+
+    @_aborts_on_error
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=await self.dataplane.live())
+
+    @_aborts_on_error
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerReadyResponse(ready=await self.dataplane.ready())
+
+    @_aborts_on_error
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            ready = await self.dataplane.model_ready(request.name, request.version)
+        except NotFoundError:
+            # Triton answers "not ready" rather than an error for an unknown model.
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
+
+    @_aborts_on_error
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return grpc_codec.server_metadata_to_pb(await self.dataplane.server_metadata())
+
+    @_aborts_on_error
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        meta = await self.dataplane.model_metadata(request.name, request.version)
+        return grpc_codec.model_metadata_to_pb(meta)
+
+    @_aborts_on_error
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        config = await self.dataplane.model_config(request.name, request.version)
+        response = pb.ModelConfigResponse()
+        response.config.CopyFrom(config)
+        return response
+
+    @_aborts_on_error
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        stats = await self.dataplane.statistics(request.name, request.version)
+        return grpc_codec.statistics_to_pb(stats)
+
+    # --- repository (admin) ------------------------------------------------------------
+
+    @_aborts_on_error
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        models = await self.dataplane.repository_index(ready_only=request.ready)
+        return grpc_codec.repository_index_to_pb(models)
+
+    @_aborts_on_error
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = self._check_admin(context, "RepositoryModelLoad")
+        await self.dataplane.load_model(request.model_name, token)
+        return pb.RepositoryModelLoadResponse()
+
+    @_aborts_on_error
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = self._check_admin(context, "RepositoryModelUnload")
+        await self.dataplane.unload_model(request.model_name, token)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _check_admin(self, context: grpc.aio.ServicerContext, rpc: str) -> str | None:
+        token = _admin_token(_metadata(context))
+        expected = self._admin_token
+        if expected is not None and (
+            token is None or not hmac.compare_digest(token.encode(), expected.encode())
+        ):
+            raise PermissionDeniedError(
+                f"{rpc} is an admin call and needs a valid admin token: send metadata "
+                f"'authorization: Bearer <token>' or '{ADMIN_TOKEN_METADATA}: <token>'"
+            )
+        return token
+
+    # --- inference ---------------------------------------------------------------------
+
+    async def _infer(self, request: Any, route_key: str | None) -> Any:
+        # Raw contents decode as zero-copy views; typed contents are worth a thread when big.
+        big_in = not request.raw_input_contents and request.ByteSize() > self.offload_bytes
+        if big_in:
+            infer_request: InferRequest = await asyncio.to_thread(
+                grpc_codec.infer_request_from_pb, request, route_key=route_key
+            )
+        else:
+            infer_request = grpc_codec.infer_request_from_pb(request, route_key=route_key)
+        response = await self.dataplane.infer(infer_request)
+        if sum(a.nbytes for a in response.outputs.values()) > self.offload_bytes:
+            return await asyncio.to_thread(grpc_codec.infer_response_to_pb, response, infer_request)
+        return grpc_codec.infer_response_to_pb(response, infer_request)
+
+    @_aborts_on_error
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._infer(request, _route_key(context))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        """Bidirectional stream; errors travel in-band as ``error_message``, as in Triton.
+
+        Requests run concurrently (up to :data:`STREAM_CONCURRENCY`), so responses may
+        come back out of order; clients match them by ``id``.
+        """
+        route_key = _route_key(context)
+        results: asyncio.Queue[Any] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_CONCURRENCY)
+        done = object()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(msg: Any) -> None:
+            try:
+                out = pb.ModelStreamInferResponse(infer_response=await self._infer(msg, route_key))
+            except RayfrontError as exc:
+                out = _stream_error(msg, exc.message)
+            except Exception as exc:
+                logger.exception("gRPC ModelStreamInfer request failed with an unexpected error")
+                out = _stream_error(msg, client_message(exc))
+            finally:
+                slots.release()
+            await results.put(out)
+
+        async def read() -> None:
+            try:
+                async for msg in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(one(msg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+            finally:
+                await results.put(done)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await results.get()
+                if item is done:
+                    break
+                yield item
+            await reader  # surface a failure of the request stream itself
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+
+def _stream_error(msg: Any, message: str) -> Any:
+    return pb.ModelStreamInferResponse(
+        error_message=message,
+        infer_response=pb.ModelInferResponse(
+            model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+        ),
+    )
+
+
+def _route_key(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == PARAM_ROUTE_KEY and isinstance(value, str):
+            return value
+    return None
+
+
+def create_grpc_server(
+    dataplane: DataPlane,
+    host: str,
+    port: int,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    admin_token: str | None = None,
+    reuse_port: bool = False,
+    options: Sequence[tuple[str, Any]] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """A not-yet-started server with the service bound to ``host:port``; returns the port.
+
+    ``port`` 0 picks a free port. ``reuse_port`` is off by default so a port already in
+    use fails loudly instead of two servers silently sharing it.
+    """
+    if max_message_bytes <= 0:
+        raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes}")
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            *options,
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        GRPCInferenceServicer(dataplane, admin_token=admin_token), server
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"gRPC server could not bind {address}")
+    return server, bound
+
+
+async def start_grpc_server(
+    dataplane: DataPlane,
+    host: str,
+    port: int,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    admin_token: str | None = None,
+    reuse_port: bool = False,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Server:
+    """Create, bind and start the Triton gRPC server; stop it with ``await server.stop(grace)``.
+
+    Use :func:`create_grpc_server` when you need the bound port of ``port=0``.
+    """
+    server, bound = create_grpc_server(
+        dataplane,
+        host,
+        port,
+        max_message_bytes=max_message_bytes,
+        admin_token=admin_token,
+        reuse_port=reuse_port,
+        options=options,
+    )
+    await server.start()
+    logger.info("Triton gRPC service listening on %s:%d", host, bound)
+    return server
