@@ -43,5 +43,5 @@ class Runtime(ABC):
         """Human-facing facts for logs and metadata (provider, device, versions)."""
         return {"runtime": type(self).__name__}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing to free
         """Release sessions/buffers; default does nothing."""
