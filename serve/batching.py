@@ -258,6 +258,20 @@ class DynamicBatcher:
         """Batches executing now."""
         return self._inflight
 
+    @property
+    def max_inflight(self) -> int:
+        """Batches allowed in flight; the gateway follows the live replica count."""
+        return self._max_inflight
+
+    @max_inflight.setter
+    def max_inflight(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_inflight must be >= 1, got {value}")
+        grew = value > self._max_inflight
+        self._max_inflight = value
+        if grew and self._wakeup is not None:
+            self._wakeup.set()
+
     async def submit(
         self, inputs: TensorDict, *, timeout_us: int | None = None, priority: int | None = None
     ) -> TensorDict:
@@ -632,7 +646,11 @@ class DirectExecutor:
         self._execute = execute
         self._metrics = metrics
         self._clock = clock
-        self._slots = asyncio.Semaphore(max_inflight)
+        # A counter plus FIFO waiters rather than a Semaphore: the limit follows the live
+        # replica count and must be able to shrink while executions are running.
+        self._limit = max_inflight
+        self._in_use = 0
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._policy = (
             spec.dynamic_batching.default_queue_policy if spec.dynamic_batching else QueuePolicy()
         )
@@ -675,7 +693,7 @@ class DirectExecutor:
             try:
                 outputs = await self._execute(inputs)
             finally:
-                self._slots.release()
+                self._release_slot()
             compute_s = self._clock() - started
             if self._metrics is not None:
                 self._metrics.record_execution(
@@ -690,16 +708,53 @@ class DirectExecutor:
             if self._active == 0 and self._idle is not None:
                 self._idle.set()
 
+    @property
+    def max_inflight(self) -> int:
+        """Executions allowed at once; the gateway follows the live replica count."""
+        return self._limit
+
+    @max_inflight.setter
+    def max_inflight(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_inflight must be >= 1, got {value}")
+        self._limit = value
+        self._wake_slot_waiters()
+
+    def _release_slot(self) -> None:
+        self._in_use -= 1
+        self._wake_slot_waiters()
+
+    def _wake_slot_waiters(self) -> None:
+        free = self._limit - self._in_use
+        while free > 0 and self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    async def _take_slot(self) -> None:
+        while self._in_use >= self._limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._slot_waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                # A cancelled/timed-out waiter that was already woken hands its turn on.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_slot_waiters()
+                raise
+        self._in_use += 1
+
     async def _acquire(self, timeout_us: int) -> None:
         self._waiting += 1
         self._pending_changed()
         try:
             if not timeout_us:
-                await self._slots.acquire()
+                await self._take_slot()
                 return
             try:
                 async with asyncio.timeout(timeout_us / 1e6):
-                    await self._slots.acquire()
+                    await self._take_slot()
             except TimeoutError:
                 raise DeadlineExceededError(
                     f"model {self.spec.name!r} version {self.version}: request timed out after "

@@ -36,15 +36,35 @@ DATATYPES: tuple[str, ...] = tuple(_TO_NUMPY)
 
 # ONNX TensorProto.DataType values (kept numeric so this module does not import onnx).
 _ONNX: dict[str, int] = {
-    "FP32": 1, "UINT8": 2, "INT8": 3, "UINT16": 4, "INT16": 5, "INT32": 6, "INT64": 7,
-    "BYTES": 8, "BOOL": 9, "FP16": 10, "FP64": 11, "UINT32": 12, "UINT64": 13,
+    "FP32": 1,
+    "UINT8": 2,
+    "INT8": 3,
+    "UINT16": 4,
+    "INT16": 5,
+    "INT32": 6,
+    "INT64": 7,
+    "BYTES": 8,
+    "BOOL": 9,
+    "FP16": 10,
+    "FP64": 11,
+    "UINT32": 12,
+    "UINT64": 13,
 }
 _FROM_ONNX: dict[int, str] = {v: k for k, v in _ONNX.items()}
 
 _TORCH_NAMES: dict[str, str] = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
-    "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32",
-    "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
 }
 
 
@@ -106,9 +126,19 @@ def from_ort(type_str: str) -> str:
     """KServe v2 datatype from an ONNX Runtime type string such as ``tensor(float)``."""
     inner = type_str.removeprefix("tensor(").removesuffix(")")
     table = {
-        "float": "FP32", "float16": "FP16", "double": "FP64", "bool": "BOOL", "string": "BYTES",
-        "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-        "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
+        "float": "FP32",
+        "float16": "FP16",
+        "double": "FP64",
+        "bool": "BOOL",
+        "string": "BYTES",
+        "int8": "INT8",
+        "int16": "INT16",
+        "int32": "INT32",
+        "int64": "INT64",
+        "uint8": "UINT8",
+        "uint16": "UINT16",
+        "uint32": "UINT32",
+        "uint64": "UINT64",
     }
     try:
         return table[inner]

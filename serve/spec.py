@@ -163,7 +163,9 @@ class ModelSpec(_Frozen):
     def output(self, name: str) -> TensorSpec | None:
         return next((t for t in self.outputs if t.name == name), None)
 
-    def signature(self) -> tuple[tuple[tuple[str, str, Dims], ...], tuple[tuple[str, str, Dims], ...]]:
+    def signature(
+        self,
+    ) -> tuple[tuple[tuple[str, str, Dims], ...], tuple[tuple[str, str, Dims], ...]]:
         """(inputs, outputs) as comparable tuples; versions of one model must agree on it."""
         return (
             tuple((t.name, t.datatype, t.dims) for t in self.inputs),

@@ -74,7 +74,7 @@ class Provenance(BaseModel):
     created_at: datetime = Field(
         description="When the version was written (UTC, timezone-aware preferred)."
     )
-    exporter: Literal["dynamo", "legacy", "torchscript"] = Field(
+    exporter: Literal["dynamo", "legacy", "torchscript", "external"] = Field(
         description="Which exporter produced the graph."
     )
     exporter_note: str = Field(

@@ -1,0 +1,163 @@
+"""Server settings: one pydantic model, embedded as the Gateway's args in the Serve config YAML.
+
+``rayfront serve`` builds it from flags; ``serve run``/``serve deploy`` get it from the
+``args`` of the ``rayfront`` application in the YAML that ``rayfront serve --print-config``
+writes. Per-model overrides change autoscaling and resources without touching config.pbtxt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rayfront.spec import ModelSpec
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+# config.pbtxt `parameters` keys rayfront reads for autoscaling (Triton ignores unknown keys).
+PARAM_MIN_REPLICAS = "rayfront.min_replicas"
+PARAM_MAX_REPLICAS = "rayfront.max_replicas"
+PARAM_TARGET_ONGOING = "rayfront.target_ongoing_requests"
+
+
+class AutoscalingSettings(BaseModel):
+    """Ray Serve autoscaling for one model version's deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas kept running.")
+    max_replicas: int = Field(
+        default=1, ge=1, description="Most replicas the autoscaler may start."
+    )
+    initial_replicas: int | None = Field(default=None, ge=0, description="Replicas at deploy time.")
+    target_ongoing_requests: float = Field(
+        default=1.5,
+        gt=0,
+        description="Target in-flight BATCHES per replica (the gateway sends one call per batch).",
+    )
+    upscale_delay_s: float = Field(
+        default=3.0, ge=0, description="Sustained load before scaling up."
+    )
+    downscale_delay_s: float = Field(
+        default=30.0, ge=0, description="Idle time before scaling down."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        """The dict Ray Serve's ``autoscaling_config`` takes."""
+        out: dict[str, Any] = {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+            "metrics_interval_s": 1.0,
+            "look_back_period_s": 5.0,
+        }
+        if self.initial_replicas is not None:
+            out["initial_replicas"] = self.initial_replicas
+        return out
+
+
+class ModelOverrides(BaseModel):
+    """Per-model deployment overrides from the Serve config (win over config.pbtxt)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    autoscaling: AutoscalingSettings | None = Field(default=None, description="Autoscaling.")
+    num_cpus: float | None = Field(default=None, ge=0, description="CPUs per replica.")
+    num_gpus: float | None = Field(default=None, ge=0, description="GPUs per replica.")
+    inflight_batches_per_replica: int | None = Field(
+        default=None, ge=1, description="Batches a replica runs at once (pipelining)."
+    )
+
+
+class ServerSettings(BaseModel):
+    """Everything ``rayfront serve`` needs; serialisable into the Serve config YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repository: Path = Field(description="Triton model repository to serve.")
+    host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 exposes it.")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="KServe v2 HTTP port.")
+    grpc_port: int = Field(
+        default=8001, ge=0, le=65535, description="KServe v2 gRPC port; 0 = off."
+    )
+    admin_token: str | None = Field(
+        default=None,
+        description="Token for repository load/unload and canary changes; None = admin disabled.",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, gt=0, description="Largest request body accepted."
+    )
+    gateway_replicas: int = Field(
+        default=1, ge=1, description="Gateway replicas; they share the ports via SO_REUSEPORT."
+    )
+    gateway_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per gateway.")
+    inflight_batches_per_replica: int = Field(
+        default=2, ge=1, description="Batches in flight per model replica (one runs, one waits)."
+    )
+    replica_num_cpus: float = Field(
+        default=0.25,
+        ge=0,
+        description=(
+            "Logical CPUs Ray reserves per model replica. ONNX Runtime uses every core it is "
+            "given regardless; a small reservation lets a small box host many model versions. "
+            "On a cluster, raise it (or set models.<name>.num_cpus) to pack replicas honestly."
+        ),
+    )
+    canary_tick_s: float = Field(default=1.0, gt=0, description="How often rollouts are evaluated.")
+    retire_grace_s: float = Field(
+        default=30.0, ge=0, description="After promotion, how long the old version keeps replicas."
+    )
+    models: dict[str, ModelOverrides] = Field(
+        default_factory=dict, description="Per-model overrides keyed by model name."
+    )
+    app_prefix: str = Field(
+        default="rayfront", description="Prefix of the Serve application names rayfront owns."
+    )
+
+    def autoscaling_for(self, spec: ModelSpec) -> AutoscalingSettings:
+        """Autoscaling: Serve-config override, else config.pbtxt parameters, else instance count."""
+        override = self.models.get(spec.name)
+        if override is not None and override.autoscaling is not None:
+            return override.autoscaling
+        count = sum(g.count for g in spec.instance_groups) or 1
+        params = spec.parameters
+        return AutoscalingSettings(
+            min_replicas=int(params.get(PARAM_MIN_REPLICAS, count)),
+            max_replicas=int(params.get(PARAM_MAX_REPLICAS, max(count, 1))),
+            target_ongoing_requests=float(params.get(PARAM_TARGET_ONGOING, 1.5)),
+        )
+
+    def resources_for(self, spec: ModelSpec) -> dict[str, float]:
+        """Ray actor resources per replica, from instance_group unless overridden."""
+        override = self.models.get(spec.name) or ModelOverrides()
+        gpus = (
+            override.num_gpus if override.num_gpus is not None else (1.0 if spec.uses_gpu else 0.0)
+        )
+        cpus = override.num_cpus if override.num_cpus is not None else self.replica_num_cpus
+        return {"num_cpus": cpus, "num_gpus": gpus}
+
+    def inflight_for(self, model: str) -> int:
+        override = self.models.get(model)
+        if override is not None and override.inflight_batches_per_replica is not None:
+            return override.inflight_batches_per_replica
+        return self.inflight_batches_per_replica
+
+    def version_app_name(self, model: str, version: int | str) -> str:
+        """Serve application name of one model version (one app each, so each can come and go)."""
+        return f"{self.app_prefix}--{model}--v{version}"
+
+    @property
+    def gateway_app_name(self) -> str:
+        return self.app_prefix
