@@ -89,13 +89,51 @@ class ServingDataPlane:
                 logger.error("model %r failed to load: %s", name, exc.message)
 
     async def _load(self, name: str) -> ModelEntry:
+        """(Re)load a model. Versions it still serves keep running; only dropped ones go.
+
+        A version that appears on reload starts with no unpinned traffic: the split in force
+        keeps its weights, so a freshly exported candidate waits for a canary or a pin.
+        """
         async with self._lock:
             old = self._models.get(name)
             entry = await self._loader.load(name)
+            # The split in force before the swap (a default one points at the newest version).
+            previous = (
+                dict(self._canary.policy(name).weights)
+                if old is not None and self._canary is not None
+                else {}
+            )
+            # No await between the swap and the policy update: no request sees a gap.
             self._models[name] = entry
             if old is not None:
-                await self._loader.unload(old)
+                self._hold_new_versions(old, entry, previous)
+            if self._canary is not None:
+                self._canary.invalidate(name)
+            if old is not None:
+                for version, served in old.versions.items():
+                    if version in entry.versions:
+                        await served.scheduler.close()
+                stale = {v: sv for v, sv in old.versions.items() if v not in entry.versions}
+                if stale:
+                    await self._loader.unload(ModelEntry(name=name, spec=old.spec, versions=stale))
             return entry
+
+    def _hold_new_versions(
+        self, old: ModelEntry, entry: ModelEntry, previous: Mapping[str, int]
+    ) -> None:
+        canary = self._canary
+        if canary is None or not set(entry.versions) - set(old.versions):
+            return
+        weights = {v: w for v, w in previous.items() if v in entry.versions}
+        if not weights:
+            return  # the versions that had traffic are gone: the default (latest) applies
+        held = {v: weights.get(v, 0) for v in entry.sorted_versions()}
+        try:
+            canary.set_weights(old.name, held)
+        except RayfrontError as exc:  # e.g. a running rollout already owns the split
+            logger.info("model %r: split left as is on reload: %s", old.name, exc.message)
+            return
+        logger.info("model %r reloaded; new versions held at 0%% until a rollout: %s", old.name, held)
 
     async def close(self) -> None:
         """Drain: refuse new work, let queued and shadow requests finish."""
