@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import time
 
 import grpc
 import numpy as np
@@ -230,3 +231,37 @@ def test_queue_full_is_unavailable_when_flooded(server, protocol):
     assert "ok" in outcomes, outcomes
     assert any(unavailable in o for o in outcomes), outcomes
     assert all(o == "ok" or unavailable in o for o in outcomes), outcomes
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_request_timeout_expires_in_queue_when_model_busy(server, protocol):
+    """A request whose `timeout` (microseconds) runs out while queued gets a clear 503."""
+    from rayfront.export.demos.minilm import tokenize
+
+    tokens = {
+        k: v.astype(np.int64) for k, v in tokenize(["a long sentence to encode " * 30] * 16).items()
+    }
+    mod = httpclient if protocol == "http" else grpcclient
+    url = server.http_url if protocol == "http" else server.grpc_url
+
+    def inputs() -> list:
+        out = []
+        for name, arr in tokens.items():
+            inp = mod.InferInput(name, list(arr.shape), "INT64")
+            inp.set_data_from_numpy(arr)
+            out.append(inp)
+        return out
+
+    def busy(_: int) -> None:
+        mod.InferenceServerClient(url).infer("minilm", inputs())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        backlog = [pool.submit(busy, i) for i in range(8)]
+        time.sleep(0.3)
+        with pytest.raises(InferenceServerException) as info:
+            mod.InferenceServerClient(url).infer("minilm", inputs(), timeout=1000)
+        for f in backlog:
+            f.result(timeout=120)
+    status = str(info.value.status())
+    assert ("503" in status) if protocol == "http" else ("DEADLINE_EXCEEDED" in status)
+    assert "timed out" in str(info.value) and "minilm" in str(info.value)
