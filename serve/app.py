@@ -14,6 +14,7 @@ from typing import Any
 from ray import serve
 from ray.serve.deployment import Application
 
+from rayfront.autoscaling import POLICY_PATH
 from rayfront.gateway import Gateway
 from rayfront.model_version import ModelVersion
 from rayfront.ray_loader import DEPLOYMENT_NAME
@@ -38,9 +39,13 @@ _LOGGING = {"enable_access_log": False, "log_level": "INFO"}
 def _version_options(settings: ServerSettings, spec: ModelSpec) -> dict[str, Any]:
     autoscaling: AutoscalingSettings = settings.autoscaling_for(spec)
     inflight = settings.inflight_for(spec.name)
+    autoscaling_config = autoscaling.to_serve()
+    if settings.data_path == "fast":
+        # Handles no longer see the fast path's batches; scale on what replicas report.
+        autoscaling_config["policy"] = {"policy_function": POLICY_PATH}
     return {
         "name": DEPLOYMENT_NAME,
-        "autoscaling_config": autoscaling.to_serve(),
+        "autoscaling_config": autoscaling_config,
         "ray_actor_options": settings.resources_for(spec),
         # The gateway keeps at most `inflight` batches per replica; the slack absorbs the
         # moment between a downscale and the gateway noticing it. A batch is ONE request
@@ -57,7 +62,9 @@ def version_application(
 ) -> Application:
     """The Serve application for one model version."""
     deployment = serve.deployment(ModelVersion).options(**_version_options(settings, spec))
-    return deployment.bind(str(settings.repository), spec.name, int(version))
+    return deployment.bind(
+        str(settings.repository), spec.name, int(version), data_path=settings.data_path
+    )
 
 
 def gateway_application(settings: ServerSettings) -> Application:

@@ -1,29 +1,136 @@
 """The ModelVersion Ray Serve deployment: one loaded runtime, one batch per call.
 
-The Gateway forms batches and sends each as a single handle call, so this replica only
-executes. A one-thread executor serialises executions: a second in-flight batch is
-deserialised while the first runs (pipelining) instead of fighting it for the cores.
+The Gateway forms batches and sends each as one call, so this replica only executes. A
+one-thread executor serialises executions: a second in-flight batch is decoded while the
+first runs (pipelining) instead of fighting it for the cores.
+
+Batches arrive two ways. The fast path (:mod:`rayfront.fastpath`) is a socket server
+started with the replica; its endpoint is published in Ray's GCS KV under
+``rayfront/ep/<app>/<replica id>`` so every gateway finds every replica (a handle call
+reaches only one). The ``infer`` handle method stays as the fallback the gateway uses
+until it has discovered an endpoint. Serve's own request metrics only see handle calls,
+so :meth:`ModelVersion.record_autoscaling_stats` reports the batches in flight on both
+paths for :func:`rayfront.autoscaling.inflight_policy`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
+import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from rayfront.autoscaling import METRIC_INFLIGHT, METRIC_INFLIGHT_PEAK
+from rayfront.fastpath import Endpoint, FastPathServer
 from rayfront.repository.layout import Repository
 from rayfront.runtimes import load_runtime
 from rayfront.runtimes.base import Runtime, TensorDict
 
 logger = logging.getLogger(__name__)
 
+#: GCS KV namespace and key prefix of published fast-path endpoints.
+KV_NAMESPACE = "rayfront"
+KV_PREFIX = "rayfront/ep/"
+# A gateway deletes an endpoint it cannot connect to (the crash case). Re-publishing this
+# often heals a deletion after a transient failure, and is one cheap GCS call.
+REPUBLISH_S = 5.0
+DRAIN_TIMEOUT_S = 25.0
+# After unpublishing, keep answering this long: gateways refresh endpoints every second,
+# so they stop choosing this replica before it starts refusing (no retries needed).
+UNPUBLISH_GRACE_S = 1.5
+
+
+def endpoint_key(app_name: str, replica_id: str) -> str:
+    return f"{KV_PREFIX}{app_name}/{replica_id}"
+
+
+def endpoint_prefix(app_name: str) -> str:
+    return f"{KV_PREFIX}{app_name}/"
+
+
+def uds_path(app_name: str, replica_id: str) -> str:
+    """A short socket path (sun_path is 108 bytes; Ray's session dirs are long)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in app_name)[-40:]
+    return os.path.join(tempfile.gettempdir(), "rayfront-fp", f"{safe}-{replica_id}.sock")
+
+
+def sweep_stale_sockets(directory: str, *, min_age_s: float = 60.0) -> list[str]:
+    """Unlink sockets in ``directory`` that nothing listens on (left by killed replicas).
+
+    Only files older than ``min_age_s`` are tried, so a replica that is binding right now
+    never loses its path. Returns the paths removed.
+    """
+    removed: list[str] = []
+    now = time.time()
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            if not name.endswith(".sock") or now - os.lstat(path).st_mtime < min_age_s:
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(0.2)
+                sock.connect(path)
+        except ConnectionRefusedError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed.append(path)
+        except OSError:
+            continue  # gone already, not a socket, or busy: leave it
+    return removed
+
+
+class InflightMeter:
+    """Batches in flight, time-averaged and peaked between two reads (Serve's metric pushes)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.current = 0
+        now = self._clock()
+        self._since = now
+        self._last = now
+        self._area = 0.0
+        self._peak = 0
+
+    def _advance(self) -> None:
+        now = self._clock()
+        self._area += self.current * (now - self._last)
+        self._last = now
+
+    def enter(self) -> None:
+        self._advance()
+        self.current += 1
+        self._peak = max(self._peak, self.current)
+
+    def exit(self) -> None:
+        self._advance()
+        self.current -= 1
+
+    def read(self) -> tuple[float, int]:
+        """(time-averaged in-flight, peak) since the previous read; starts a new interval."""
+        self._advance()
+        span = self._last - self._since
+        avg = self._area / span if span > 0 else float(self.current)
+        peak = self._peak
+        self._since, self._area, self._peak = self._last, 0.0, self.current
+        return avg, peak
+
 
 class ModelVersion:
     """Serve deployment body for one (model, version). Wrapped by ``serve.deployment`` in app.py."""
 
-    def __init__(self, repository: str, model: str, version: int) -> None:
+    async def __init__(
+        self, repository: str, model: str, version: int, data_path: str = "handle"
+    ) -> None:
         repo = Repository(Path(repository))
         self.model = model
         self.version = str(version)
@@ -31,6 +138,13 @@ class ModelVersion:
         started = time.perf_counter()
         self.runtime: Runtime = load_runtime(self.spec, repo.version_dir(model, version))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
+        self._meter = InflightMeter()
+        self._fastpath: FastPathServer | None = None
+        self._kv_key: str | None = None
+        self._endpoint_json = b""
+        self._republish: asyncio.Task[None] | None = None
+        if data_path == "fast":
+            await self._start_fastpath()
         logger.info(
             "loaded model %r version %s in %.2fs: %s",
             model,
@@ -39,15 +153,89 @@ class ModelVersion:
             self.runtime.describe(),
         )
 
+    async def _start_fastpath(self) -> None:
+        import ray
+        from ray import serve
+
+        ctx = serve.get_replica_context()
+        replica_id = ctx.replica_id.unique_id
+        app_name = ctx.app_name
+        node_id = ray.get_runtime_context().get_node_id()
+        path = uds_path(app_name, replica_id)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        removed = await asyncio.to_thread(sweep_stale_sockets, os.path.dirname(path))
+        if removed:
+            logger.info("removed %d fast-path sockets left by stopped replicas", len(removed))
+        server = FastPathServer(self.infer, name=f"{self.model} v{self.version}")
+        endpoint: Endpoint = await server.start(
+            uds_path=path,
+            host=ray.util.get_node_ip_address(),
+            node_id=node_id,
+            replica=replica_id,
+        )
+        self._fastpath = server
+        self._kv_key = endpoint_key(app_name, replica_id)
+        self._endpoint_json = endpoint.model_dump_json().encode()
+        await asyncio.to_thread(self._publish)
+        self._republish = asyncio.get_running_loop().create_task(self._republish_loop())
+
+    def _publish(self) -> None:
+        from ray.experimental.internal_kv import _internal_kv_put
+
+        if self._kv_key is not None:
+            _internal_kv_put(self._kv_key, self._endpoint_json, True, namespace=KV_NAMESPACE)
+
+    def _unpublish(self) -> None:
+        from ray.experimental.internal_kv import _internal_kv_del
+
+        if self._kv_key is not None:
+            _internal_kv_del(self._kv_key, namespace=KV_NAMESPACE)
+
+    async def _republish_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REPUBLISH_S)
+            try:
+                await asyncio.to_thread(self._publish)
+            except Exception as exc:  # GCS briefly unreachable: keep serving, retry later
+                logger.warning("could not re-publish the fast-path endpoint: %s", exc)
+
     async def infer(self, inputs: TensorDict) -> TensorDict:
         """Run one batch (full tensors, batch dim included) and return every output."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.runtime.infer, inputs)
+        self._meter.enter()
+        try:
+            return await loop.run_in_executor(self._executor, self.runtime.infer, inputs)
+        finally:
+            self._meter.exit()
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom autoscaling metrics; Serve calls this each metrics interval.
+
+        Handle-based "ongoing requests" miss fast-path batches, so the in-flight count
+        here (both paths) is what :func:`rayfront.autoscaling.inflight_policy` scales on.
+        """
+        avg, peak = self._meter.read()
+        return {METRIC_INFLIGHT: avg, METRIC_INFLIGHT_PEAK: float(peak)}
 
     def describe(self) -> dict[str, str]:
-        return {"model": self.model, "version": self.version, **self.runtime.describe()}
+        out = {"model": self.model, "version": self.version, **self.runtime.describe()}
+        if self._fastpath is not None and self._fastpath.endpoint is not None:
+            out["fastpath"] = self._fastpath.endpoint.describe()
+        return out
 
-    def __del__(self) -> None:
+    async def __del__(self) -> None:
+        """Graceful stop: unpublish first (gateways stop choosing us), drain, then free."""
+        republish = getattr(self, "_republish", None)
+        if republish is not None:
+            republish.cancel()
+        fastpath = getattr(self, "_fastpath", None)
+        if fastpath is not None:
+            try:
+                await asyncio.to_thread(self._unpublish)
+                await asyncio.sleep(UNPUBLISH_GRACE_S)
+            except Exception as exc:  # GCS gone at cluster shutdown; gateways drop us anyway
+                logger.warning("could not unpublish the fast-path endpoint: %s", exc)
+            await fastpath.close(timeout_s=DRAIN_TIMEOUT_S)
         executor = getattr(self, "_executor", None)
         if executor is not None:
             executor.shutdown(wait=True)

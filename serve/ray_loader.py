@@ -4,6 +4,11 @@ Each (model, version) is its own Serve application holding one ModelVersion depl
 so a version can be deployed, autoscaled and retired without redeploying the gateway or
 any other version. Applications already running (e.g. from ``serve deploy`` of the YAML
 that ``rayfront serve --print-config`` writes) are reused, not redeployed.
+
+With ``data_path: fast`` each version gets a :class:`~rayfront.backends.FastPathBackend`:
+:meth:`RayModelLoader.refresh` (run every second in a worker thread) lists the replicas'
+published endpoints in Ray's GCS KV, probes endpoints whose connection failed (deleting
+those of crashed replicas), and hands the result to the backend on the event loop.
 """
 
 from __future__ import annotations
@@ -12,16 +17,21 @@ import asyncio
 import logging
 from typing import Any
 
-from rayfront.backends import RayHandleBackend
+from rayfront.backends import FastPathBackend, RayHandleBackend
 from rayfront.errors import NotFoundError, UnavailableError
+from rayfront.fastpath import Endpoint, probe
 from rayfront.metrics import InferenceRecorder
 from rayfront.model_table import ModelEntry, ServedVersion, make_scheduler
+from rayfront.model_version import KV_NAMESPACE, endpoint_prefix
 from rayfront.repository.layout import Repository
 from rayfront.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "ModelVersion"
+PROBE_TIMEOUT_S = 0.5
+
+Backend = FastPathBackend | RayHandleBackend
 
 
 class RayModelLoader:
@@ -31,7 +41,9 @@ class RayModelLoader:
         self._settings = settings
         self._repo = Repository(settings.repository)
         self.recorder = recorder
-        self._backends: dict[str, RayHandleBackend] = {}
+        self._backends: dict[str, Backend] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._node_id: str | None = None
 
     def repository(self) -> Repository:
         return self._repo
@@ -41,6 +53,7 @@ class RayModelLoader:
 
         from rayfront.app import version_application
 
+        self._loop = asyncio.get_running_loop()
         if name not in self._repo.models():
             raise NotFoundError(f"model '{name}' is not in the repository {self._repo.root}")
         spec = self._repo.spec(name)
@@ -54,18 +67,39 @@ class RayModelLoader:
                 # serve.run blocks until the app is RUNNING; keep the gateway loop free.
                 await asyncio.to_thread(serve.run, app, name=app_name, route_prefix=None)
             handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name)
-            backend = RayHandleBackend(
-                handle, inflight_per_replica=self._settings.inflight_for(name)
-            )
+            backend = self._make_backend(handle, name, v, app_name)
+            if isinstance(backend, FastPathBackend):
+                # The app is RUNNING, so its replicas have published: start on the fast path.
+                found = await asyncio.to_thread(_list_endpoints, app_name)
+                backend.set_endpoints(found)
             self._backends[app_name] = backend
-            entry.versions[str(v)] = ServedVersion(
+            sv = ServedVersion(
                 version=str(v),
                 backend=backend,
                 scheduler=make_scheduler(spec, str(v), backend, self.recorder),
             )
+            if isinstance(backend, FastPathBackend):
+                backend.on_capacity_change = _follow_capacity(sv)
+            entry.versions[str(v)] = sv
         if not entry.versions:
             raise UnavailableError(f"model '{name}' has no version to serve")
         return entry
+
+    def _make_backend(self, handle: Any, model: str, version: int | str, app_name: str) -> Backend:
+        inflight = self._settings.inflight_for(model)
+        handle_backend = RayHandleBackend(handle, inflight_per_replica=inflight)
+        if self._settings.data_path != "fast":
+            return handle_backend
+        if self._node_id is None:
+            import ray
+
+            self._node_id = ray.get_runtime_context().get_node_id()
+        return FastPathBackend(
+            handle_backend,
+            inflight_per_replica=inflight,
+            local_node_id=self._node_id,
+            name=f"model {model!r} version {version}",
+        )
 
     async def unload(self, entry: ModelEntry) -> None:
         from ray import serve
@@ -74,6 +108,8 @@ class RayModelLoader:
             await sv.scheduler.close()
             app_name = self._settings.version_app_name(entry.name, v)
             self._backends.pop(app_name, None)
+            if isinstance(sv.backend, FastPathBackend):
+                await sv.backend.close()
             await asyncio.to_thread(serve.delete, app_name)
             logger.info("deleted %s", app_name)
 
@@ -87,16 +123,22 @@ class RayModelLoader:
         await sv.scheduler.close()
         app_name = self._settings.version_app_name(entry.name, version)
         self._backends.pop(app_name, None)
+        if isinstance(sv.backend, FastPathBackend):
+            await sv.backend.close()
         await asyncio.to_thread(serve.delete, app_name)
         logger.info("retired model %r version %s (%s deleted)", entry.name, version, app_name)
 
     def refresh(self, models: dict[str, ModelEntry]) -> None:
-        """Update readiness and replica counts from Serve's status (called periodically)."""
+        """Update readiness, replica counts and fast-path endpoints (called periodically).
+
+        Runs in a worker thread: Serve status and KV reads block. Changes to backends and
+        batchers are handed to the event loop, which owns them.
+        """
         status = _serve_status()
         if status is None:
             return
         for entry in models.values():
-            for v, sv in entry.versions.items():
+            for v, sv in list(entry.versions.items()):
                 app_name = self._settings.version_app_name(entry.name, v)
                 app = status.get(app_name)
                 if app is None:
@@ -106,16 +148,91 @@ class RayModelLoader:
                 sv.ready = app["status"] == "RUNNING" and running > 0
                 sv.reason = "" if sv.ready else app["message"] or app["status"]
                 backend = self._backends.get(app_name)
-                if backend is not None and running > 0 and backend.replicas != running:
-                    backend.replicas = running
-                    sv.scheduler.max_inflight = backend.capacity()
-                    logger.info(
-                        "model %r version %s: %d replicas, %d batches in flight",
-                        entry.name,
-                        v,
-                        running,
-                        backend.capacity(),
-                    )
+                if backend is None:
+                    continue
+                if isinstance(backend, FastPathBackend):
+                    self._refresh_endpoints(app_name, backend)
+                if running > 0 and backend.replicas != running:
+                    self._on_loop(_set_replicas, entry.name, v, sv, backend, running)
+
+    def _refresh_endpoints(self, app_name: str, backend: FastPathBackend) -> None:
+        try:
+            found = _list_endpoints(app_name)
+        except Exception as exc:  # GCS briefly unreachable: keep the endpoints we have
+            logger.warning("could not list fast-path endpoints of %s: %s", app_name, exc)
+            return
+        recovered: set[str] = set()
+        for key in set(backend.suspects) & set(found):
+            if probe(found[key], self._node_id, PROBE_TIMEOUT_S):
+                recovered.add(key)
+            else:
+                # A crashed replica never unpublishes; Serve restarts it under a new id.
+                logger.info("deleting dead fast-path endpoint %s", key)
+                _delete_endpoint(key)
+                del found[key]
+        if recovered or found != backend.endpoints:
+            self._on_loop(backend.set_endpoints, found, recovered)
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the gateway's event loop (inline when already on it)."""
+        loop = self._loop
+        if loop is None:
+            fn(*args)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn(*args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+
+
+def _set_replicas(model: str, version: str, sv: ServedVersion, backend: Backend, n: int) -> None:
+    backend.replicas = n
+    capacity = backend.capacity()
+    if sv.scheduler.max_inflight != capacity:
+        sv.scheduler.max_inflight = capacity
+    logger.info(
+        "model %r version %s: %d replicas, %d batches in flight", model, version, n, capacity
+    )
+
+
+def _follow_capacity(sv: ServedVersion) -> Any:
+    def apply(capacity: int) -> None:
+        if sv.scheduler.max_inflight != capacity:
+            sv.scheduler.max_inflight = capacity
+            logger.info(
+                "version %s: %d batches in flight (fast-path endpoints changed)",
+                sv.version,
+                capacity,
+            )
+
+    return apply
+
+
+def _list_endpoints(app_name: str) -> dict[str, Endpoint]:
+    """The fast-path endpoints the app's replicas published (key -> endpoint)."""
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list
+
+    out: dict[str, Endpoint] = {}
+    for raw_key in _internal_kv_list(endpoint_prefix(app_name), namespace=KV_NAMESPACE):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        value = _internal_kv_get(key, namespace=KV_NAMESPACE)
+        if value is None:
+            continue  # unpublished between list and get
+        try:
+            out[key] = Endpoint.model_validate_json(value)
+        except ValueError as exc:
+            logger.warning("ignoring malformed fast-path endpoint %s: %s", key, exc)
+    return out
+
+
+def _delete_endpoint(key: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(key, namespace=KV_NAMESPACE)
 
 
 def _enum_value(value: Any) -> str:

@@ -8,7 +8,7 @@ writes. Per-model overrides change autoscaling and resources without touching co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -124,6 +124,16 @@ class ServerSettings(BaseModel):
     )
     app_prefix: str = Field(
         default="rayfront", description="Prefix of the Serve application names rayfront owns."
+    )
+    data_path: Literal["fast", "handle"] = Field(
+        default="fast",
+        description=(
+            "How batches reach model replicas. 'fast': rayfront's own binary protocol over a "
+            "Unix socket (same node) or TCP, to every replica found in Ray's GCS KV, with "
+            "autoscaling on the replicas' reported in-flight batches; a Serve handle call is "
+            "the fallback until a replica's endpoint is known. 'handle': one Ray Serve "
+            "DeploymentHandle call per batch (~2 ms of gateway CPU each on small machines)."
+        ),
     )
 
     def autoscaling_for(self, spec: ModelSpec) -> AutoscalingSettings:
