@@ -133,7 +133,9 @@ class ServingDataPlane:
         except RayfrontError as exc:  # e.g. a running rollout already owns the split
             logger.info("model %r: split left as is on reload: %s", old.name, exc.message)
             return
-        logger.info("model %r reloaded; new versions held at 0%% until a rollout: %s", old.name, held)
+        logger.info(
+            "model %r reloaded; new versions held at 0%% until a rollout: %s", old.name, held
+        )
 
     async def close(self) -> None:
         """Drain: refuse new work, let queued and shadow requests finish."""

@@ -41,6 +41,7 @@ def _load_settings_from_yaml(path: Path) -> dict:
 
 
 def serve_command(
+    ctx: typer.Context,
     repository: RepositoryOpt = Path("model_repository"),
     http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port (0 disables gRPC).")] = 8001,
@@ -90,7 +91,6 @@ def serve_command(
     from rayfront.settings import ServerSettings
 
     base: dict = _load_settings_from_yaml(config) if config else {}
-    ctx = click_context()
     explicit = {
         "repository": repository,
         "http_port": http_port,
@@ -124,19 +124,10 @@ def serve_command(
         raise typer.Exit(1) from None
 
 
-def click_context() -> object | None:
-    import click
-
-    return click.get_current_context(silent=True)
-
-
-def _is_explicit(ctx: object | None, param: str) -> bool:
-    import click
-
-    if not isinstance(ctx, click.Context):
-        return True
+def _is_explicit(ctx: typer.Context, param: str) -> bool:
+    """Whether a flag was given on the command line (then it overrides the --config YAML)."""
     source = ctx.get_parameter_source(param)
-    return source not in (click.core.ParameterSource.DEFAULT, None)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def run_server(settings: object, *, address: str | None, num_cpus: int | None) -> None:

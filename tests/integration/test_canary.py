@@ -221,12 +221,16 @@ def test_shadow_compares_without_serving_candidate_when_mirrored(canary_server):
     served = _burst(canary_server.http_url, 80)
     assert set(served) == {"1"}  # clients only ever get stable's answer
     doc = _wait_status(
-        canary_server, lambda d: (d.get("shadow", {}).get("3") or {}).get("comparisons", 0) >= 50, 60
+        canary_server,
+        lambda d: (d.get("shadow", {}).get("3") or {}).get("comparisons", 0) >= 50,
+        60,
     )
     assert doc["shadow"]["3"]["agreement"] < 0.2  # rotated classes disagree
     _api(canary_server, "POST", "/shadow", {"percent": 100, "target": "2"})
     doc = _wait_status(
-        canary_server, lambda d: (d.get("shadow", {}).get("2") or {}).get("comparisons", 0) >= 50, 60
+        canary_server,
+        lambda d: (d.get("shadow", {}).get("2") or {}).get("comparisons", 0) >= 50,
+        60,
     )
     assert doc["shadow"]["2"]["agreement"] == 1.0
     _api(canary_server, "POST", "/shadow", {"percent": 0})

@@ -22,9 +22,12 @@ def _spec(batching: bool) -> ModelSpec:
     )
 
 
-async def _peak_concurrency(executor: DirectExecutor | DynamicBatcher, gate: asyncio.Event, n: int) -> int:
+async def _peak_concurrency(
+    executor: DirectExecutor | DynamicBatcher, gate: asyncio.Event, n: int
+) -> int:
     tasks = [
-        asyncio.create_task(executor.submit({"x": np.full((1, 2), i, np.float32)})) for i in range(n)
+        asyncio.create_task(executor.submit({"x": np.full((1, 2), i, np.float32)}))
+        for i in range(n)
     ]
     await asyncio.sleep(0.05)
     peak = executor.running  # type: ignore[attr-defined]
@@ -53,7 +56,9 @@ def _make(cls: type, batching: bool, limit: int) -> tuple[object, asyncio.Event]
 
 
 @pytest.mark.parametrize("limit,new_limit", [(1, 3), (3, 1)])
-def test_direct_executor_max_inflight_follows_resize_when_changed(limit: int, new_limit: int) -> None:
+def test_direct_executor_max_inflight_follows_resize_when_changed(
+    limit: int, new_limit: int
+) -> None:
     async def scenario() -> int:
         executor, gate = _make(DirectExecutor, False, limit)
         executor.max_inflight = new_limit  # type: ignore[attr-defined]
