@@ -9,8 +9,12 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -281,6 +285,8 @@ def test_progressive_rollout_promotes_good_candidate_when_metrics_pass(canary_se
     assert doc["policy"]["weights"]["2"] == 100
     actions = [h["action"] for h in doc["rollout"]["history"]]
     assert actions.count("advance") >= 2 and actions[-1] == "promote"
+    # The old stable is scheduled to give its replicas back after the grace period.
+    assert any(r["version"] == "1" for r in doc["retirements"]), doc["retirements"]
     assert set(_burst(canary_server.http_url, 40)) == {"2"}
 
 
@@ -322,3 +328,38 @@ def test_rollout_resumes_at_same_step_when_server_restarts(tmp_path_factory):
         assert after["rollout"]["status"] == "running"
     finally:
         stop_server(server)
+
+
+def _cli(server, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "RAYFRONT_URL": f"http://{server.http_url}",
+        "RAYFRONT_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "rayfront", "canary", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_canary_cli_changes_and_shows_state_when_run_against_server(canary_server):
+    # v1 may already be retired (promotion above); split between the versions still live.
+    done = _cli(canary_server, "set-weights", "digits", "2=70", "3=30")
+    assert done.returncode == 0, done.stderr
+    shown = _cli(canary_server, "status", "digits", "--json")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert (doc["policy"]["weights"]["2"], doc["policy"]["weights"]["3"]) == (70, 30)
+    table = _cli(canary_server, "status", "digits")
+    assert table.returncode == 0 and "digits" in table.stdout
+    bad = _cli(canary_server, "set-weights", "digits", "2=50", "3=40")
+    assert bad.returncode != 0 and "100" in bad.stderr
+    metrics = (
+        urllib.request.urlopen(f"http://{canary_server.http_url}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    assert 'rayfront_canary_weight{model="digits",version="2"} 70.0' in metrics
