@@ -102,31 +102,27 @@ class RayModelLoader:
         )
 
     async def unload(self, entry: ModelEntry) -> None:
-        from ray import serve
-
         for v, sv in entry.versions.items():
-            await sv.scheduler.close()
-            app_name = self._settings.version_app_name(entry.name, v)
-            self._backends.pop(app_name, None)
-            if isinstance(sv.backend, FastPathBackend):
-                await sv.backend.close()
-            await asyncio.to_thread(serve.delete, app_name)
-            logger.info("deleted %s", app_name)
+            await self._remove(entry.name, v, sv)
 
     async def retire_version(self, entry: ModelEntry, version: str) -> None:
         """Remove one version's application (after a canary promotion's grace period)."""
+        sv = entry.versions.pop(version, None)
+        if sv is not None:
+            await self._remove(entry.name, version, sv)
+            logger.info("retired model %r version %s", entry.name, version)
+
+    async def _remove(self, model: str, version: str, sv: ServedVersion) -> None:
+        """Drain the version's queue, drop its connections, delete its Serve application."""
         from ray import serve
 
-        sv = entry.versions.pop(version, None)
-        if sv is None:
-            return
         await sv.scheduler.close()
-        app_name = self._settings.version_app_name(entry.name, version)
+        app_name = self._settings.version_app_name(model, version)
         self._backends.pop(app_name, None)
         if isinstance(sv.backend, FastPathBackend):
             await sv.backend.close()
         await asyncio.to_thread(serve.delete, app_name)
-        logger.info("retired model %r version %s (%s deleted)", entry.name, version, app_name)
+        logger.info("deleted %s", app_name)
 
     def refresh(self, models: dict[str, ModelEntry]) -> None:
         """Update readiness, replica counts and fast-path endpoints (called periodically).
