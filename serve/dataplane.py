@@ -58,15 +58,18 @@ class ServingDataPlane:
         *,
         metrics: ModelMetrics,
         stats: StatsAggregator,
+        recorder: RecorderGroup | None = None,
         canary: CanaryManager | None = None,
         admin_token: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """``recorder`` must feed ``metrics`` and ``stats``; pass the one the loader's batchers
+        report to, so every request and execution lands in the same counters."""
         self._loader = loader
         self._models: dict[str, ModelEntry] = {}
         self._metrics = metrics
         self._stats = stats
-        self.recorder = RecorderGroup(metrics, stats)
+        self.recorder = recorder if recorder is not None else RecorderGroup(metrics, stats)
         self._canary = canary
         self._admin_token = admin_token
         self._rng = rng or random.Random()

@@ -18,7 +18,7 @@ from rayfront.canary.controller import CanaryManager
 from rayfront.canary.store import CanaryStore
 from rayfront.dataplane import ServingDataPlane
 from rayfront.errors import UnavailableError
-from rayfront.metrics import ModelMetrics
+from rayfront.metrics import ModelMetrics, RecorderGroup
 from rayfront.protocol.grpc_service import create_grpc_server
 from rayfront.protocol.http_app import build_http_app, json_route
 from rayfront.ray_loader import RayModelLoader
@@ -73,7 +73,9 @@ class Gateway:
         s = self.settings
         self.metrics = ModelMetrics()
         self.stats = StatsAggregator()
-        self.loader = RayModelLoader(s)
+        # One recorder for the data plane (request outcomes) and the batchers (queue/compute).
+        recorder = RecorderGroup(self.metrics, self.stats)
+        self.loader = RayModelLoader(s, recorder)
         self.canary = CanaryManager(
             CanaryStore(s.repository),
             signature_of=self._signature_of,
@@ -86,11 +88,10 @@ class Gateway:
             self.loader,
             metrics=self.metrics,
             stats=self.stats,
+            recorder=recorder,
             canary=self.canary,
             admin_token=s.admin_token,
         )
-        # The batchers report queue/compute time through the same recorder as the data plane.
-        self.loader.recorder = self.dataplane.recorder
         await self.dataplane.load_all()
         self.loader.refresh(self.dataplane.models)
 

@@ -16,7 +16,7 @@ from rayfront.canary.controller import CanaryManager
 from rayfront.canary.store import CanaryStore
 from rayfront.dataplane import ServingDataPlane, admin_token_from
 from rayfront.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
-from rayfront.metrics import ModelMetrics
+from rayfront.metrics import ModelMetrics, RecorderGroup
 from rayfront.model_table import LocalModelLoader
 from rayfront.protocol.types import InferRequest, RequestedOutput
 from rayfront.repository.sidecar import Provenance
@@ -61,7 +61,8 @@ def _write(root: Path, tmp: Path, factor: float) -> None:
 
 def _plane(root: Path, token: str | None = "t") -> ServingDataPlane:
     metrics, stats = ModelMetrics(), StatsAggregator()
-    loader = LocalModelLoader(root)
+    recorder = RecorderGroup(metrics, stats)
+    loader = LocalModelLoader(root, recorder)
     plane: ServingDataPlane
 
     def live(model: str) -> list[str]:
@@ -74,8 +75,9 @@ def _plane(root: Path, token: str | None = "t") -> ServingDataPlane:
         live_versions=live,
         version_healthy=lambda m, v: True,
     )
-    plane = ServingDataPlane(loader, metrics=metrics, stats=stats, canary=canary, admin_token=token)
-    loader._recorder = plane.recorder
+    plane = ServingDataPlane(
+        loader, metrics=metrics, stats=stats, recorder=recorder, canary=canary, admin_token=token
+    )
     return plane
 
 
