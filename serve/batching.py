@@ -161,6 +161,12 @@ def effective_timeout_us(policy: QueuePolicy, timeout_us: int | None, model: str
 # --- executors ----------------------------------------------------------------------------
 
 
+def _check_inflight(value: int) -> None:
+    """Both executors take and update their in-flight limit under the same rule."""
+    if value < 1:
+        raise ValueError(f"max_inflight must be >= 1, got {value}")
+
+
 class Executor(Protocol):
     """What the Gateway calls: DynamicBatcher and DirectExecutor both provide it."""
 
@@ -211,8 +217,7 @@ class DynamicBatcher:
                 f"model {spec.name!r} has no dynamic_batching (or max_batch_size 0); "
                 "use DirectExecutor or make_executor()"
             )
-        if max_inflight < 1:
-            raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
+        _check_inflight(max_inflight)
         self.spec = spec
         self.version = version
         self._execute = execute
@@ -265,8 +270,7 @@ class DynamicBatcher:
 
     @max_inflight.setter
     def max_inflight(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_inflight must be >= 1, got {value}")
+        _check_inflight(value)
         grew = value > self._max_inflight
         self._max_inflight = value
         if grew and self._wakeup is not None:
@@ -639,8 +643,7 @@ class DirectExecutor:
     ) -> None:
         if not callable(execute):
             raise TypeError(f"execute must be an async callable, got {type(execute).__name__}")
-        if max_inflight < 1:
-            raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
+        _check_inflight(max_inflight)
         self.spec = spec
         self.version = version
         self._execute = execute
@@ -715,8 +718,7 @@ class DirectExecutor:
 
     @max_inflight.setter
     def max_inflight(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_inflight must be >= 1, got {value}")
+        _check_inflight(value)
         self._limit = value
         self._wake_slot_waiters()
 
