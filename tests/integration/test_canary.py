@@ -240,10 +240,10 @@ def test_shadow_compares_without_serving_candidate_when_mirrored(canary_server):
     _api(canary_server, "POST", "/shadow", {"percent": 0})
 
 
-def test_progressive_rollout_rolls_back_bad_candidate_when_agreement_low(canary_server):
-    _api(canary_server, "POST", "/weights", {"weights": {"1": 100, "2": 0, "3": 0}})
-    plan = {
-        "canary_version": "3",
+def _fast_plan(canary_version: str) -> dict:
+    """A rollout against v1 with 2 s steps; p99 is loose because CI latency is noisy."""
+    return {
+        "canary_version": canary_version,
         "stable_version": "1",
         "steps": [10, 50, 100],
         "interval_s": 2,
@@ -253,6 +253,11 @@ def test_progressive_rollout_rolls_back_bad_candidate_when_agreement_low(canary_
         "min_requests": 10,
         "shadow_percent": 50,
     }
+
+
+def test_progressive_rollout_rolls_back_bad_candidate_when_agreement_low(canary_server):
+    _api(canary_server, "POST", "/weights", {"weights": {"1": 100, "2": 0, "3": 0}})
+    plan = _fast_plan("3")
     status, doc = _api(canary_server, "POST", "/start", plan)
     assert status == 200, doc
     status, doc = _api(canary_server, "POST", "/start", plan)
@@ -266,17 +271,7 @@ def test_progressive_rollout_rolls_back_bad_candidate_when_agreement_low(canary_
 
 
 def test_progressive_rollout_promotes_good_candidate_when_metrics_pass(canary_server):
-    plan = {
-        "canary_version": "2",
-        "stable_version": "1",
-        "steps": [10, 50, 100],
-        "interval_s": 2,
-        "max_error_rate": 0.01,
-        "max_p99_ratio": 50,
-        "min_agreement": 0.95,
-        "min_requests": 10,
-        "shadow_percent": 50,
-    }
+    plan = _fast_plan("2")
     status, doc = _api(canary_server, "POST", "/start", plan)
     assert status == 200, doc
     doc = _wait_status(
