@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from rayfront.benchmarks.cli import app as bench_app
+from rayfront.benchmarks.run.bench_cli import app as bench_app
 from rayfront.canary.cli import app as canary_app
 from rayfront.export.cli import export_command
 from rayfront.repository.cli import app as repo_app

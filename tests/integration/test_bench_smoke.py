@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rayfront.benchmarks.results import load_json, read_csv
+from rayfront.benchmarks.analysis.results import load_json, read_csv
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(480)]
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rayfront.benchmarks.config import BatchingSetting, SweepConfig
-from rayfront.benchmarks.results import (
+from rayfront.benchmarks.analysis.results import (
     LatencySummary,
     ModelResult,
     Point,
@@ -14,6 +13,7 @@ from rayfront.benchmarks.results import (
     SweepResult,
     TargetResult,
 )
+from rayfront.benchmarks.run.sweep_config import BatchingSetting, SweepConfig
 
 
 def make_point(

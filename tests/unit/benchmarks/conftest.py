@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from bench_helpers import sweep_result
 
-from rayfront.benchmarks.results import SweepResult
+from rayfront.benchmarks.analysis.results import SweepResult
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from rayfront.benchmarks import wire
-from rayfront.benchmarks.bare_asgi import BareApp
+from rayfront.benchmarks.load import wire
+from rayfront.benchmarks.targets.bare_asgi import BareApp
 
 
 @dataclass

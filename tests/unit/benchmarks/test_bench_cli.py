@@ -8,8 +8,8 @@ import pytest
 from bench_helpers import sweep_result
 from typer.testing import CliRunner
 
-from rayfront.benchmarks.cli import app
-from rayfront.benchmarks.results import load_json, write_json
+from rayfront.benchmarks.analysis.results import load_json, write_json
+from rayfront.benchmarks.run.bench_cli import app
 
 runner = CliRunner()
 

@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from rayfront.benchmarks import client, wire
+from rayfront.benchmarks.load import closed_loop as client
+from rayfront.benchmarks.load import wire
 
 
 def test_closed_loop_counts_errors_and_measures_only_after_warmup() -> None:
@@ -128,7 +129,7 @@ def test_http_point_reconnects_when_server_closes_connections() -> None:
 
 
 def test_http_point_counts_errors_when_nothing_listens() -> None:
-    from rayfront.benchmarks.procs import free_port
+    from rayfront.benchmarks.run.procs import free_port
 
     port = free_port()
     result = asyncio.run(client.http_point("127.0.0.1", port, _request(port), 1, 0.1, 0.0, 1.0))

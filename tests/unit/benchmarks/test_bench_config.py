@@ -8,7 +8,12 @@ import pytest
 from bench_helpers import make_config
 from pydantic import ValidationError
 
-from rayfront.benchmarks.config import BatchingSetting, parse_duration, parse_ints, parse_list
+from rayfront.benchmarks.run.sweep_config import (
+    BatchingSetting,
+    parse_duration,
+    parse_ints,
+    parse_list,
+)
 from rayfront.errors import InvalidArgumentError
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from bench_helpers import make_point, make_target, mlp_result, sweep_result
 
-from rayfront.benchmarks.goals import evaluate
-from rayfront.benchmarks.results import ModelResult, RawPoint
+from rayfront.benchmarks.analysis.goals import evaluate
+from rayfront.benchmarks.analysis.results import ModelResult, RawPoint
 
 
 def _cnn(rayfront_rps: float, p50: float, p99: float) -> ModelResult:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rayfront.benchmarks.inputs import (
+from rayfront.benchmarks.load.inputs import (
     InputMeta,
     make_inputs,
     specs_from_grpc_metadata,

@@ -6,14 +6,14 @@ from bench_helpers import make_point, make_target, mlp_result
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from rayfront.benchmarks.config import BatchingSetting
-from rayfront.benchmarks.knee import (
+from rayfront.benchmarks.analysis.knee import (
     config_snippet,
     efficient_raw_batch,
     knee,
     recommend,
     serve_yaml_snippet,
 )
+from rayfront.benchmarks.run.sweep_config import BatchingSetting
 
 
 def test_knee_picks_highest_throughput_when_p99_under_bound() -> None:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rayfront.benchmarks.config import BatchingSetting
-from rayfront.benchmarks.models import (
+from rayfront.benchmarks.run.bench_models import (
     MODELS,
     default_models,
     export_args,
@@ -16,6 +15,7 @@ from rayfront.benchmarks.models import (
     make_variant,
     model_file,
 )
+from rayfront.benchmarks.run.sweep_config import BatchingSetting
 from rayfront.errors import FailedPreconditionError, InvalidArgumentError
 from rayfront.repository.config import read_config, render_config
 from rayfront.spec import DynamicBatching, ModelSpec, TensorSpec
@@ -78,7 +78,7 @@ def test_model_file_raises_when_no_version_has_onnx(tmp_path: Path) -> None:
 
 def test_export_args_leave_out_batch_dim_when_model_batches(tmp_path: Path) -> None:
     args = export_args(get_model("cnn"), tmp_path)
-    assert args[:2] == ["export", "rayfront.benchmarks.torch_models:cnn"]
+    assert args[:2] == ["export", "rayfront.benchmarks.run.torch_models:cnn"]
     assert args[args.index("--input") + 1] == "x:FP32:3,224,224"
     assert args[args.index("--max-batch-size") + 1] == "32"
 

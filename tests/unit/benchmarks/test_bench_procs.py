@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rayfront.benchmarks.procs import ServerProcess, clean_env, free_port, http_status
+from rayfront.benchmarks.run.procs import ServerProcess, clean_env, free_port, http_status
 from rayfront.errors import UnavailableError
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from bench_helpers import mlp_result, sweep_result
 
-from rayfront.benchmarks.report import write_report
-from rayfront.benchmarks.results import load_json, read_csv
+from rayfront.benchmarks.analysis.report import write_report
+from rayfront.benchmarks.analysis.results import load_json, read_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rayfront.benchmarks.results import (
+from rayfront.benchmarks.analysis.results import (
     CSV_COLUMNS,
     LatencySummary,
     SweepResult,

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from bench_helpers import tiny_mlp_repo
 
-from rayfront.benchmarks.results import load_json
+from rayfront.benchmarks.analysis.results import load_json
 
 # Poisoning sys.modules makes every `import ray` raise ImportError, as on a host without Ray.
 _SCRIPT = """
 import sys
 sys.modules["ray"] = None
-from rayfront.benchmarks.cli import app
+from rayfront.benchmarks.run.bench_cli import app
 app(sys.argv[1:], prog_name="bench")
 """
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from bench_helpers import tiny_mlp_repo
 
-from rayfront.benchmarks.raw import raw_sweep
-from rayfront.benchmarks.session import make_session, metadata, providers_for, random_inputs
+from rayfront.benchmarks.targets.raw import raw_sweep
+from rayfront.benchmarks.targets.session import make_session, metadata, providers_for, random_inputs
 from rayfront.errors import FailedPreconditionError
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from bench_helpers import make_config
 
-from rayfront.benchmarks.client import LoopResult
-from rayfront.benchmarks.models import get_model
-from rayfront.benchmarks.sweep import Tracker, plan, plan_model, raw_batches, to_point, workload
+from rayfront.benchmarks.load.closed_loop import LoopResult
+from rayfront.benchmarks.run.bench_models import get_model
+from rayfront.benchmarks.run.sweep import Tracker, plan, plan_model, raw_batches, to_point, workload
 
 
 def test_plan_has_one_step_per_point_and_start_when_all_targets(tmp_path: Path) -> None:
@@ -74,8 +74,8 @@ def test_workload_has_request_rows_when_built_for_model() -> None:
 def test_runner_marks_partial_targets_failed_when_interrupted(tmp_path: Path) -> None:
     from bench_helpers import make_point, make_target
 
-    from rayfront.benchmarks.results import ModelResult
-    from rayfront.benchmarks.sweep import Runner
+    from rayfront.benchmarks.analysis.results import ModelResult
+    from rayfront.benchmarks.run.sweep import Runner
 
     runner = Runner(make_config(tmp_path, concurrency=(1, 4)), show_progress=False)
     mr = ModelResult(model="mlp", description="d", p99_bound_ms=50)

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from rayfront.benchmarks import wire
+from rayfront.benchmarks.load import wire
 from rayfront.errors import InvalidArgumentError
 
 

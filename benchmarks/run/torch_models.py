@@ -5,7 +5,7 @@ these models produce are meaningless, their cost is what matters. torchvision is
 installed here, so the ResNets are written out by hand with the standard layer layout
 (ResNet-18: BasicBlock x[2,2,2,2], 11.7 M parameters; ResNet-50: Bottleneck x[3,4,6,3],
 25.6 M parameters). Each factory takes no arguments so ``rayfront export`` can name it
-as ``rayfront.benchmarks.torch_models:<factory>``.
+as ``rayfront.benchmarks.run.torch_models:<factory>``.
 """
 
 from __future__ import annotations

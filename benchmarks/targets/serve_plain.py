@@ -9,7 +9,7 @@ deployment options otherwise: one replica, ``max_ongoing_requests`` left as Serv
 It runs in its own Ray instance (``address="local"``) in a subprocess so it can neither
 join nor disturb another Ray cluster on the host::
 
-    python -m rayfront.benchmarks.serve_plain --model-path repo/mlp/1/model.onnx --port 9100
+    python -m rayfront.benchmarks.targets.serve_plain --model-path repo/mlp/1/model.onnx --port 9100
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def build_app(model_path: str, model_name: str, device: str, tensorrt: bool) -> 
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from rayfront.benchmarks import wire
-    from rayfront.benchmarks.session import make_session, metadata, session_io
+    from rayfront.benchmarks.load import wire
+    from rayfront.benchmarks.targets.session import make_session, metadata, session_io
     from rayfront.errors import InvalidArgumentError
 
     @serve.deployment(ray_actor_options={"num_gpus": 1 if device == "cuda" else 0})

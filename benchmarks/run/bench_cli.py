@@ -125,8 +125,8 @@ def run_command(
     """
     from pydantic import ValidationError
 
-    from rayfront.benchmarks import config as bc
-    from rayfront.benchmarks.models import default_models, get_model
+    from rayfront.benchmarks.run import sweep_config as bc
+    from rayfront.benchmarks.run.bench_models import default_models, get_model
     from rayfront.errors import RayfrontError
 
     if device not in ("cpu", "cuda"):
@@ -177,7 +177,7 @@ def run_command(
         raise _fail("; ".join(e["msg"] for e in err.errors())) from None
 
     _setup_logging(out_dir / "sweep.log", verbose)
-    from rayfront.benchmarks.sweep import run_sweep
+    from rayfront.benchmarks.run.sweep import run_sweep
 
     # SIGTERM (a CI timeout, `kill`) takes the same path as Ctrl-C, so the finally blocks
     # stop every server this run started instead of orphaning them.
@@ -202,8 +202,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _print_outcome(out_dir: Path, result: object) -> None:
-    from rayfront.benchmarks.goals import evaluate
-    from rayfront.benchmarks.results import SUMMARY_MD, SweepResult
+    from rayfront.benchmarks.analysis.goals import evaluate
+    from rayfront.benchmarks.analysis.results import SUMMARY_MD, SweepResult
 
     if not isinstance(result, SweepResult):
         return
@@ -232,8 +232,8 @@ def report_command(
     ] = None,
 ) -> None:
     """Re-render CSV, plots and summary.md from a results.json."""
-    from rayfront.benchmarks.report import write_report
-    from rayfront.benchmarks.results import load_json
+    from rayfront.benchmarks.analysis.report import write_report
+    from rayfront.benchmarks.analysis.results import load_json
     from rayfront.errors import RayfrontError
 
     try:
@@ -260,8 +260,8 @@ def recommend_command(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
 ) -> None:
     """Recommend max_batch_size, queue delay and replicas for a p99 target, and how to apply them."""
-    from rayfront.benchmarks.knee import recommend
-    from rayfront.benchmarks.results import load_json
+    from rayfront.benchmarks.analysis.knee import recommend
+    from rayfront.benchmarks.analysis.results import load_json
     from rayfront.errors import RayfrontError
 
     try:

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rayfront.benchmarks.config import BatchingSetting
-from rayfront.benchmarks.results import ModelResult, Point, RawPoint, TargetResult
+from rayfront.benchmarks.analysis.results import ModelResult, Point, RawPoint, TargetResult
+from rayfront.benchmarks.run.sweep_config import BatchingSetting
 
 #: A knee point may lose at most this share of requests (0: none).
 MAX_KNEE_ERROR_RATE = 0.0

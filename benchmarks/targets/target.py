@@ -20,9 +20,10 @@ from typing import Literal
 
 import numpy as np
 
-from rayfront.benchmarks import client, wire
-from rayfront.benchmarks.client import LoopResult, Tick
-from rayfront.benchmarks.procs import ServerProcess, clean_env, free_port, http_status
+from rayfront.benchmarks.load import closed_loop as client
+from rayfront.benchmarks.load import wire
+from rayfront.benchmarks.load.closed_loop import LoopResult, Tick
+from rayfront.benchmarks.run.procs import ServerProcess, clean_env, free_port, http_status
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class BareServer(SubprocessServer):
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "rayfront.benchmarks.bare_asgi",
+            sys.executable, "-m", "rayfront.benchmarks.targets.bare_asgi",
             "--model-path", str(self.model_path),
             "--model-name", self.model,
             "--host", HOST,
@@ -212,7 +213,7 @@ class PlainServeServer(SubprocessServer):
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "rayfront.benchmarks.serve_plain",
+            sys.executable, "-m", "rayfront.benchmarks.targets.serve_plain",
             "--model-path", str(self.model_path),
             "--model-name", self.model,
             "--host", HOST,

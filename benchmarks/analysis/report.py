@@ -15,10 +15,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayfront.benchmarks.config import TARGET_DESCRIPTIONS
-from rayfront.benchmarks.goals import GoalCheck, evaluate
-from rayfront.benchmarks.knee import Recommendation, recommend, target_knee
-from rayfront.benchmarks.results import (
+from rayfront.benchmarks.analysis.goals import GoalCheck, evaluate
+from rayfront.benchmarks.analysis.knee import Recommendation, recommend, target_knee
+from rayfront.benchmarks.analysis.results import (
     PLOTS_DIR,
     SUMMARY_MD,
     ModelResult,
@@ -26,6 +25,7 @@ from rayfront.benchmarks.results import (
     write_csv,
     write_json,
 )
+from rayfront.benchmarks.run.sweep_config import TARGET_DESCRIPTIONS
 
 logger = logging.getLogger(__name__)
 

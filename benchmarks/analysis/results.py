@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rayfront.benchmarks.config import SweepConfig
+from rayfront.benchmarks.run.sweep_config import SweepConfig
 from rayfront.errors import InvalidArgumentError
 
 RESULTS_JSON = "results.json"

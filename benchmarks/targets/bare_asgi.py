@@ -7,7 +7,7 @@ Python process answer" bar that rayfront's extra hops are compared against.
 
 Run as a subprocess by the sweep::
 
-    python -m rayfront.benchmarks.bare_asgi --model-path repo/mlp/1/model.onnx --port 9000
+    python -m rayfront.benchmarks.targets.bare_asgi --model-path repo/mlp/1/model.onnx --port 9000
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from rayfront.benchmarks import wire
-from rayfront.benchmarks.session import make_session, metadata, session_io
+from rayfront.benchmarks.load import wire
+from rayfront.benchmarks.targets.session import make_session, metadata, session_io
 from rayfront.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)

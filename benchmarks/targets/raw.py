@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rayfront.benchmarks.results import LatencySummary, RawPoint
-from rayfront.benchmarks.session import Device, make_session, random_inputs, session_io
+from rayfront.benchmarks.analysis.results import LatencySummary, RawPoint
+from rayfront.benchmarks.targets.session import Device, make_session, random_inputs, session_io
 
 logger = logging.getLogger(__name__)
 

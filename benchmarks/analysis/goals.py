@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rayfront.benchmarks.results import ModelResult, Point, SweepResult, TargetResult
+from rayfront.benchmarks.analysis.results import ModelResult, Point, SweepResult, TargetResult
 
 GOAL_CONCURRENCY = 64
 GoalStatus = Literal["met", "not met", "not measured"]

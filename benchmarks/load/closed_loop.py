@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rayfront.benchmarks import wire
+from rayfront.benchmarks.load import wire
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The benchmark models and the bench repository they are exported into.
 
-Models are defined in :mod:`rayfront.benchmarks.torch_models` with random seeded weights
+Models are defined in :mod:`rayfront.benchmarks.run.torch_models` with random seeded weights
 (speed does not depend on weights). They are exported with the real ``rayfront export``
 into ``<results>/repository``; if that command fails, a fallback writes the same layout with
 ``torch.onnx.export`` and :func:`rayfront.repository.config.render_config`, and the results
@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayfront.benchmarks.config import BatchingSetting
+from rayfront.benchmarks.run.sweep_config import BatchingSetting
 from rayfront.errors import FailedPreconditionError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ MODELS: dict[str, BenchModel] = {
     for m in (
         BenchModel(
             name="mlp",
-            factory="rayfront.benchmarks.torch_models:mlp",
+            factory="rayfront.benchmarks.run.torch_models:mlp",
             description="tiny MLP 64-128-128-10 (26 k params): per-call overhead dominates",
             input_name="x",
             input_dtype="FP32",
@@ -71,7 +71,7 @@ MODELS: dict[str, BenchModel] = {
         ),
         BenchModel(
             name="cnn",
-            factory="rayfront.benchmarks.torch_models:cnn",
+            factory="rayfront.benchmarks.run.torch_models:cnn",
             description="ResNet-18-size CNN, 3x224x224 input (11.7 M params, random weights)",
             input_name="x",
             input_dtype="FP32",
@@ -84,7 +84,7 @@ MODELS: dict[str, BenchModel] = {
         ),
         BenchModel(
             name="resnet50",
-            factory="rayfront.benchmarks.torch_models:resnet50",
+            factory="rayfront.benchmarks.run.torch_models:resnet50",
             description="ResNet-50-size CNN, 3x224x224 input (25.6 M params, random weights)",
             input_name="x",
             input_dtype="FP32",

@@ -2,11 +2,11 @@
 
 Run one user class against a running ``rayfront serve`` (see benchmarks/README.md)::
 
-    locust -f benchmarks/locustfile.py --headless -u 64 -r 64 -t 60s \\
+    locust -f benchmarks/load/locustfile.py --headless -u 64 -r 64 -t 60s \\
         --host http://127.0.0.1:8000 --csv results/locust-http \\
         --model digits --batch-size 1 KServeHttpUser
 
-    locust -f benchmarks/locustfile.py --headless -u 64 -r 64 -t 60s \\
+    locust -f benchmarks/load/locustfile.py --headless -u 64 -r 64 -t 60s \\
         --grpc-host 127.0.0.1:8001 --csv results/locust-grpc \\
         --model digits --batch-size 1 KServeGrpcUser
 
@@ -17,7 +17,7 @@ the ``x-rayfront-route-key`` header / request parameter), ``--grpc-host``
 (RAYFRONT_GRPC_HOST), ``--inputs-npz`` (RAYFRONT_INPUTS_NPZ, real arrays by input name).
 
 Inputs are shaped from the server's model metadata; the demo models get real data
-(digits images, tokenized sentences), see :mod:`rayfront.benchmarks.inputs`.
+(digits images, tokenized sentences), see :mod:`rayfront.benchmarks.load.inputs`.
 
 Locust runs every user as a gevent greenlet in one process; on a small host it saturates
 before rayfront does, which is why ``rayfront bench run`` uses its own closed-loop client.
@@ -36,8 +36,8 @@ from locust import User, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
-from rayfront.benchmarks import wire
-from rayfront.benchmarks.inputs import (
+from rayfront.benchmarks.load import wire
+from rayfront.benchmarks.load.inputs import (
     make_inputs,
     specs_from_grpc_metadata,
     specs_from_http_metadata,

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rayfront.benchmarks.client import CallError, LoopResult, Tick, closed_loop, run_async
-from rayfront.benchmarks.targets import Workload
+from rayfront.benchmarks.load.closed_loop import CallError, LoopResult, Tick, closed_loop, run_async
+from rayfront.benchmarks.targets.target import Workload
 from rayfront.errors import FailedPreconditionError, RayfrontError
 
 logger = logging.getLogger(__name__)

@@ -29,11 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from rayfront.benchmarks import client
-from rayfront.benchmarks.config import BATCHED_TARGETS, BatchingSetting, SweepConfig
-from rayfront.benchmarks.models import BenchModel, export_model, get_model, make_variant, model_file
-from rayfront.benchmarks.report import write_report
-from rayfront.benchmarks.results import (
+from rayfront.benchmarks.analysis.report import write_report
+from rayfront.benchmarks.analysis.results import (
     LatencySummary,
     ModelResult,
     Point,
@@ -42,7 +39,16 @@ from rayfront.benchmarks.results import (
     TargetResult,
     write_json,
 )
-from rayfront.benchmarks.targets import (
+from rayfront.benchmarks.load import closed_loop as client
+from rayfront.benchmarks.run.bench_models import (
+    BenchModel,
+    export_model,
+    get_model,
+    make_variant,
+    model_file,
+)
+from rayfront.benchmarks.run.sweep_config import BATCHED_TARGETS, BatchingSetting, SweepConfig
+from rayfront.benchmarks.targets.target import (
     BareServer,
     Endpoint,
     MeasureOptions,
@@ -377,7 +383,7 @@ class Runner:
             if t in cfg.targets
         )
         if protocols:
-            from rayfront.benchmarks.rayfront_target import RayfrontServer
+            from rayfront.benchmarks.targets.rayfront_server import RayfrontServer
 
             for setting in cfg.batching:
                 variant = variants.get(setting.label)
@@ -434,7 +440,7 @@ class Runner:
     # -- targets -------------------------------------------------------------------
 
     def _raw(self, mr: ModelResult, model: BenchModel, onnx_path: Path) -> None:
-        from rayfront.benchmarks.raw import raw_sweep
+        from rayfront.benchmarks.targets.raw import raw_sweep
 
         tracker = self._tracker()
         tracker.begin()
@@ -468,7 +474,7 @@ class Runner:
     def _batcher(
         self, mr: ModelResult, work: Workload, setting: BatchingSetting, variants: dict[str, Path]
     ) -> None:
-        from rayfront.benchmarks.batcher_target import InProcessBatcher
+        from rayfront.benchmarks.targets.in_process import InProcessBatcher
 
         tracker = self._tracker()
         result = TargetResult(target="batcher", batching=setting.label, status="ok")
@@ -596,7 +602,7 @@ class Runner:
 
 def _endpoint_names(server: Server) -> list[str]:
     """Target names a server will expose, known before it starts."""
-    from rayfront.benchmarks.rayfront_target import RayfrontServer
+    from rayfront.benchmarks.targets.rayfront_server import RayfrontServer
 
     if isinstance(server, RayfrontServer):
         return [f"rayfront-{p}" for p in server.protocols]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rayfront.benchmarks.models import rayfront_command
-from rayfront.benchmarks.procs import free_port, grpc_server_ready
-from rayfront.benchmarks.targets import HOST, Endpoint, SubprocessServer
+from rayfront.benchmarks.run.bench_models import rayfront_command
+from rayfront.benchmarks.run.procs import free_port, grpc_server_ready
+from rayfront.benchmarks.targets.target import HOST, Endpoint, SubprocessServer
 
 
 class RayfrontServer(SubprocessServer):

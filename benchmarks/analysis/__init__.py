@@ -1,0 +1,1 @@
+"""Turning measurements into findings: results files, the knee, goals and the report."""

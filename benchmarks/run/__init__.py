@@ -1,0 +1,1 @@
+"""Running benchmarks: the ``rayfront bench`` commands, the sweep plan and its models."""
