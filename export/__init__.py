@@ -15,7 +15,7 @@ __all__ = ["ExportRequest", "ExportResult", "export_model"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy so `import rayfront.export.cli` (and `rayfront --help`) stays light.
+    # Lazy so `import rayfront.export.export_cli` (and `rayfront --help`) stays light.
     if name in __all__:
         from rayfront.export import pipeline
 

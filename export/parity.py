@@ -27,10 +27,10 @@ from rayfront.dtypes import to_numpy
 from rayfront.errors import ParityError
 from rayfront.repository.sidecar import ParityRecord
 from rayfront.spec import TensorSpec
+from rayfront.tensors import TensorDict
 
 logger = logging.getLogger(__name__)
 
-TensorDict = dict[str, np.ndarray]
 Runner = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 # (case kind, full shape including batch, rng) -> array of that shape; lets a model's
 # author supply valid values, e.g. token ids below the vocabulary size.

@@ -45,8 +45,8 @@ from rayfront.errors import (
     UnavailableError,
 )
 from rayfront.metrics import InferenceRecorder
-from rayfront.runtimes.base import TensorDict
 from rayfront.spec import ModelSpec, QueuePolicy
+from rayfront.tensors import TensorDict
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import typer
 
 from rayfront.benchmarks.run.bench_cli import app as bench_app
-from rayfront.canary.cli import app as canary_app
-from rayfront.export.cli import export_command
-from rayfront.repository.cli import app as repo_app
-from rayfront.serve_cli import demo_command, serve_command
+from rayfront.canary.canary_cli import app as canary_app
+from rayfront.demo import demo_command
+from rayfront.deploy.serve_cli import serve_command
+from rayfront.export.export_cli import export_command
+from rayfront.repository.repo_cli import app as repo_app
 
 app = typer.Typer(
     name="rayfront",

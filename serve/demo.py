@@ -12,12 +12,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from rayfront.errors import RayfrontError, UnavailableError
+
+RepositoryOption = Annotated[
+    Path,
+    typer.Option("--repository", "-r", help="Triton model repository to serve."),
+]
 
 console = Console()
 READY_TIMEOUT_S = 240.0
@@ -164,3 +171,19 @@ def run_demo(repository: Path, *, http_port: int, grpc_port: int, keep_serving: 
         pass
     finally:
         stop_server(proc)
+
+
+def demo_command(
+    repository: RepositoryOption = Path("model_repository"),
+    http_port: Annotated[int, typer.Option(help="HTTP port for the demo server.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port for the demo server.")] = 8001,
+    keep_serving: Annotated[
+        bool, typer.Option(help="Leave the server running after the requests (Ctrl-C stops).")
+    ] = False,
+) -> None:
+    """Export the demo models (digits CNN, MiniLM encoder), serve them, send real requests."""
+    try:
+        run_demo(repository, http_port=http_port, grpc_port=grpc_port, keep_serving=keep_serving)
+    except RayfrontError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None

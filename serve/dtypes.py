@@ -88,6 +88,8 @@ def from_numpy(dtype: np.dtype | type) -> str:
     dt = np.dtype(dtype)
     if dt.kind in ("S", "U", "O"):
         return "BYTES"
+    if not dt.isnative:  # byte order says nothing about the datatype
+        dt = dt.newbyteorder("=")
     try:
         return _FROM_NUMPY[dt]
     except KeyError:

@@ -2,7 +2,7 @@
 
 It mirrors the parts of Triton's ``ModelConfig`` protobuf that rayfront acts on. The
 repository layer converts it to and from ``config.pbtxt`` (see
-:mod:`rayfront.repository.config`); the protocol validates requests against it; the
+:mod:`rayfront.repository.pbtxt`); the protocol validates requests against it; the
 batcher and runtimes read their limits from it.
 """
 

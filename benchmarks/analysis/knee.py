@@ -125,7 +125,7 @@ def serve_yaml_snippet(model: str, replicas: int) -> str:
         "applications": [
             {
                 "name": "rayfront",
-                "import_path": "rayfront.app:build_gateway",
+                "import_path": "rayfront.deploy.app:build_gateway",
                 "args": {
                     "models": {
                         model: {"autoscaling": {"min_replicas": replicas, "max_replicas": replicas}}

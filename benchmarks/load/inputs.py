@@ -23,10 +23,10 @@ import numpy as np
 
 from rayfront.dtypes import to_numpy
 from rayfront.errors import InvalidArgumentError
+from rayfront.tensors import TensorDict
 
 logger = logging.getLogger(__name__)
 
-TensorDict = dict[str, np.ndarray]
 
 SENTENCES: tuple[str, ...] = (
     "A man is playing a guitar.",

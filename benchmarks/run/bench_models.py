@@ -3,7 +3,7 @@
 Models are defined in :mod:`rayfront.benchmarks.run.torch_models` with random seeded weights
 (speed does not depend on weights). They are exported with the real ``rayfront export``
 into ``<results>/repository``; if that command fails, a fallback writes the same layout with
-``torch.onnx.export`` and :func:`rayfront.repository.config.render_config`, and the results
+``torch.onnx.export`` and :func:`rayfront.repository.pbtxt.render_config`, and the results
 record which path built the file. Each dynamic-batching setting then gets its own copy of
 the repository whose ``config.pbtxt`` differs only in ``dynamic_batching`` and
 ``instance_group`` (batching off = no ``dynamic_batching`` block at all).
@@ -222,7 +222,7 @@ def _export_fallback(model: BenchModel, repository: Path) -> None:
     import torch
 
     from rayfront.dtypes import to_torch
-    from rayfront.repository.config import render_config
+    from rayfront.repository.pbtxt import render_config
     from rayfront.spec import PLATFORM_ONNX, ModelSpec, TensorSpec
 
     module_name, _, attr = model.factory.partition(":")
@@ -269,7 +269,7 @@ def make_variant(
     Only ``dynamic_batching`` and ``instance_group`` change; model files are hard-linked, so
     every variant serves byte-identical weights. Returns the variant's model directory.
     """
-    from rayfront.repository.config import read_config, render_config
+    from rayfront.repository.pbtxt import read_config, render_config
     from rayfront.spec import DynamicBatching, InstanceGroup
 
     src_dir = source / model

@@ -1,9 +1,9 @@
-"""The canary admin REST API as transport-neutral handlers for the gateway's HTTP app.
+"""The canary admin REST API: routes the ingress's production HTTP app serves.
 
 Every body and answer is JSON. Errors are ``{"error": "..."}`` with the status from
-:func:`rayfront.errors.status_for`. Changing routes need the admin token (``check_admin``
-is given the request headers and raises :class:`~rayfront.errors.PermissionDeniedError`);
-reading ones do not. Every successful call answers with the model's status document
+:func:`rayfront.errors.status_for`, as on every other route of the app. Changing routes
+are ``admin`` routes, so the app's admin check (:mod:`rayfront.auth`) runs before them;
+reading ones are open. Every successful call answers with the model's status document
 (:meth:`CanaryManager.status`).
 
 ==========  ==========================================  ========================================
@@ -31,27 +31,20 @@ model or version, 400 for a bad plan or a canary whose signature differs.
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from pydantic import ValidationError
 
 from rayfront.canary.controller import CanaryManager
 from rayfront.canary.state import RolloutPlan, describe_validation_error
-from rayfront.errors import InvalidArgumentError, RayfrontError, client_message, status_for
+from rayfront.errors import InvalidArgumentError
+from rayfront.protocol.http_app import RequestContext, Response, Route
 
 PREFIX = "/v2/rayfront/canary"
 
 JsonBody = Any
-Headers = Mapping[str, str]
-Answer = tuple[int, dict[str, Any]]
-Handler = Callable[[dict[str, str], JsonBody, Headers | None], Awaitable[Answer]]
-Route = tuple[str, re.Pattern[str], Handler]
-CheckAdmin = Callable[[Headers], None]
-
-_MODEL = r"(?P<model>[^/]+)"
+Action = Callable[[dict[str, str], JsonBody], dict[str, Any]]
 
 
 def _obj(body: JsonBody, what: str) -> dict[str, Any]:
@@ -71,26 +64,16 @@ def _reason(body: JsonBody, what: str, default: str) -> str:
     return reason
 
 
-def canary_routes(manager: CanaryManager, check_admin: CheckAdmin) -> list[Route]:
-    """The admin routes: ``(method, path regex, async handler(path_params, body, headers))``.
+def canary_routes(manager: CanaryManager) -> list[Route]:
+    """The canary routes for :func:`rayfront.protocol.http_app.build_http_app`."""
 
-    Handlers answer ``(http_status, json_dict)`` and never raise a :class:`RayfrontError`;
-    anything else is a server fault for the app's own error handler.
-    """
+    def route(method: str, suffix: str, action: Action, *, admin: bool) -> Route:
+        async def handler(ctx: RequestContext) -> Response:
+            body = ctx.json() if ctx.body else None
+            # Manager calls write files (fsync): keep them off the event loop.
+            return Response.json(await asyncio.to_thread(action, ctx.params, body))
 
-    def guarded(fn: Callable[[dict[str, str], JsonBody], Any], *, admin: bool) -> Handler:
-        async def handler(
-            params: dict[str, str], body: JsonBody, headers: Headers | None = None
-        ) -> Answer:
-            try:
-                if admin:
-                    check_admin(headers or {})
-                # Manager calls write files (fsync): keep them off the event loop.
-                return 200, await asyncio.to_thread(fn, params, body)
-            except RayfrontError as exc:
-                return status_for(exc).http, {"error": client_message(exc)}
-
-        return handler
+        return Route(method, PREFIX + suffix, handler, admin=admin)
 
     def list_models(params: dict[str, str], body: JsonBody) -> dict[str, Any]:
         return {"models": manager.models()}
@@ -142,7 +125,7 @@ def canary_routes(manager: CanaryManager, check_admin: CheckAdmin) -> list[Route
         manager.set_shadow(model, float(percent), None if target is None else str(target))
         return manager.status(model)
 
-    def action(name: str) -> Callable[[dict[str, str], JsonBody], dict[str, Any]]:
+    def action(name: str) -> Action:
         def run(params: dict[str, str], body: JsonBody) -> dict[str, Any]:
             model = params["model"]
             what = f"{name} rollout of model {model!r}"
@@ -156,36 +139,13 @@ def canary_routes(manager: CanaryManager, check_admin: CheckAdmin) -> list[Route
 
         return run
 
-    routes: list[Route] = [
-        ("GET", re.compile(rf"^{PREFIX}/?$"), guarded(list_models, admin=False)),
-        ("GET", re.compile(rf"^{PREFIX}/{_MODEL}/?$"), guarded(status, admin=False)),
-        ("POST", re.compile(rf"^{PREFIX}/{_MODEL}/start$"), guarded(start, admin=True)),
-        ("POST", re.compile(rf"^{PREFIX}/{_MODEL}/weights$"), guarded(weights, admin=True)),
-        ("POST", re.compile(rf"^{PREFIX}/{_MODEL}/shadow$"), guarded(shadow, admin=True)),
+    routes = [
+        route("GET", "", list_models, admin=False),
+        route("GET", "/{model}", status, admin=False),
+        route("POST", "/{model}/start", start, admin=True),
+        route("POST", "/{model}/weights", weights, admin=True),
+        route("POST", "/{model}/shadow", shadow, admin=True),
     ]
     for name in ("pause", "resume", "promote", "abort"):
-        routes.append(
-            ("POST", re.compile(rf"^{PREFIX}/{_MODEL}/{name}$"), guarded(action(name), admin=True))
-        )
+        routes.append(route("POST", f"/{{model}}/{name}", action(name), admin=True))
     return routes
-
-
-async def dispatch(
-    routes: list[Route], method: str, path: str, body: JsonBody, headers: Headers | None = None
-) -> Answer | None:
-    """Run the route matching ``method`` and ``path``; None when no canary route matches.
-
-    A path that matches with another method answers 405, so clients see a clear error.
-    """
-    matched_path = False
-    for route_method, pattern, handler in routes:
-        m = pattern.match(path)
-        if m is None:
-            continue
-        matched_path = True
-        if route_method == method.upper():
-            params = {k: unquote(v) for k, v in m.groupdict().items()}
-            return await handler(params, body, headers)
-    if matched_path:
-        return 405, {"error": f"method {method.upper()} not allowed on {path}"}
-    return None

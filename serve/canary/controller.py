@@ -56,7 +56,7 @@ from pydantic import ValidationError
 
 from rayfront.canary.analysis import DEFAULT_RESERVOIR, Verdict, WindowBook, analyze
 from rayfront.canary.compare import ShadowStats, compare_outputs
-from rayfront.canary.metrics import CanaryMetrics
+from rayfront.canary.gauges import CanaryMetrics
 from rayfront.canary.router import Router
 from rayfront.canary.signature import signature_diff
 from rayfront.canary.state import (

@@ -3,7 +3,7 @@
 Inputs arrive either as ``raw_input_contents`` (what tritonclient sends) or as typed
 ``InferTensorContents``; outputs always leave as ``raw_output_contents``, which
 tritonclient reads for every datatype. Tensor bytes are converted only by
-:mod:`rayfront.protocol.codec`. Metadata dicts from the data plane (KServe v2 JSON shapes)
+:mod:`rayfront.tensors`. Metadata dicts from the data plane (KServe v2 JSON shapes)
 become protobuf messages here.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 
+from rayfront import tensors
 from rayfront.dtypes import to_numpy
 from rayfront.errors import InvalidArgumentError
-from rayfront.protocol import codec
 from rayfront.protocol.types import (
     PARAM_PRIORITY,
     PARAM_ROUTE_KEY,
@@ -81,8 +81,8 @@ def params_to_pb(values: dict[str, Any], target: Any) -> None:
 
 def _typed_contents(tensor: Any, model: str) -> np.ndarray:
     name = tensor.name
-    dt = codec.check_datatype_for(tensor.datatype, name=name, model=model)
-    shape = codec.check_shape(tensor.shape, name=name, model=model)
+    dt = tensors.check_datatype_for(tensor.datatype, name=name, model=model)
+    shape = tensors.check_shape(tensor.shape, name=name, model=model)
     field = _CONTENTS_FIELD.get(dt)
     if field is None:
         raise InvalidArgumentError(
@@ -90,7 +90,7 @@ def _typed_contents(tensor: Any, model: str) -> np.ndarray:
             "in raw_input_contents"
         )
     values = getattr(tensor.contents, field)
-    count = codec.element_count(shape)
+    count = tensors.element_count(shape)
     if len(values) != count:
         raise InvalidArgumentError(
             f"input '{name}' of model '{model}': shape {list(shape)} needs {count} elements, "
@@ -138,7 +138,7 @@ def infer_request_from_pb(msg: Any, *, route_key: str | None = None) -> InferReq
                 raise InvalidArgumentError(
                     f"input '{name}' of model '{model}': has both contents and raw_input_contents"
                 )
-            inputs[name] = codec.tensor_from_raw(
+            inputs[name] = tensors.tensor_from_raw(
                 tensor.datatype, tensor.shape, raw[i], name=name, model=model
             )
         else:
@@ -215,9 +215,9 @@ def infer_response_to_pb(response: InferResponse, request: InferRequest | None =
             if req is None:
                 continue
             if req.class_count:
-                arr = codec.classify(arr, req.class_count, name=name)
-        msg.outputs.add(name=name, datatype=codec.datatype_of(arr, name=name), shape=arr.shape)
-        raws.append(codec.raw_bytes(arr))
+                arr = tensors.classify(arr, req.class_count, name=name)
+        msg.outputs.add(name=name, datatype=tensors.datatype_of(arr, name=name), shape=arr.shape)
+        raws.append(tensors.raw_bytes(arr))
     msg.raw_output_contents.extend(raws)
     return msg
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -20,15 +19,15 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from rayfront.auth import AdminAuth
 from rayfront.errors import (
     NotFoundError,
-    PermissionDeniedError,
     RayfrontError,
     client_message,
     status_for,
 )
 from rayfront.protocol import grpc_codec
-from rayfront.protocol.dataplane import DataPlane
+from rayfront.protocol.contract import InferenceService, RepositoryService
 from rayfront.protocol.types import PARAM_ROUTE_KEY, InferRequest
 
 logger = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_OFFLOAD_BYTES = 1 * 1024 * 1024
 # Requests of one ModelStreamInfer stream run concurrently up to this many.
 STREAM_CONCURRENCY = 64
-ADMIN_TOKEN_METADATA = "x-rayfront-admin-token"
 
 T = TypeVar("T")
 _Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
@@ -67,41 +65,28 @@ def _aborts_on_error(method: _Method[T]) -> _Method[T]:
     return wrapper
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in context.invocation_metadata() or ():
-        if isinstance(value, str):
-            out[key.lower()] = value
-    return out
-
-
-def _admin_token(meta: dict[str, str]) -> str | None:
-    token = meta.get(ADMIN_TOKEN_METADATA)
-    if token:
-        return token
-    scheme, _, value = meta.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
+def _metadata(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str)]
 
 
 class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """Triton's gRPC service backed by ``dataplane``.
+    """Triton's gRPC service backed by ``dataplane`` and ``repository``.
 
-    ``admin_token``, when set, is required (constant-time compare) on RepositoryModelLoad
-    and RepositoryModelUnload; the presented token is passed to the data plane either way.
-    Shared-memory, trace and log-settings RPCs stay UNIMPLEMENTED, as in the base class.
+    RepositoryModelLoad and RepositoryModelUnload pass ``auth``'s admin check first.
+    Trace and log-settings RPCs stay UNIMPLEMENTED, as in the base class.
     """
 
     def __init__(
         self,
-        dataplane: DataPlane,
+        dataplane: InferenceService,
+        repository: RepositoryService,
         *,
-        admin_token: str | None = None,
+        auth: AdminAuth,
         offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
     ) -> None:
         self.dataplane = dataplane
-        self._admin_token = admin_token
+        self.repository = repository
+        self._auth = auth
         self.offload_bytes = offload_bytes
 
     # --- health and metadata ----------------------------------------------------------
@@ -148,32 +133,20 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_aborts_on_error
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        models = await self.dataplane.repository_index(ready_only=request.ready)
+        models = await self.repository.repository_index(ready_only=request.ready)
         return grpc_codec.repository_index_to_pb(models)
 
     @_aborts_on_error
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        token = self._check_admin(context, "RepositoryModelLoad")
-        await self.dataplane.load_model(request.model_name, token)
+        self._auth.check_headers(_metadata(context), "RepositoryModelLoad")
+        await self.repository.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @_aborts_on_error
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        token = self._check_admin(context, "RepositoryModelUnload")
-        await self.dataplane.unload_model(request.model_name, token)
+        self._auth.check_headers(_metadata(context), "RepositoryModelUnload")
+        await self.repository.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
-
-    def _check_admin(self, context: grpc.aio.ServicerContext, rpc: str) -> str | None:
-        token = _admin_token(_metadata(context))
-        expected = self._admin_token
-        if expected is not None and (
-            token is None or not hmac.compare_digest(token.encode(), expected.encode())
-        ):
-            raise PermissionDeniedError(
-                f"{rpc} is an admin call and needs a valid admin token: send metadata "
-                f"'authorization: Bearer <token>' or '{ADMIN_TOKEN_METADATA}: <token>'"
-            )
-        return token
 
     # --- inference ---------------------------------------------------------------------
 
@@ -264,12 +237,13 @@ def _route_key(context: grpc.aio.ServicerContext) -> str | None:
 
 
 def create_grpc_server(
-    dataplane: DataPlane,
+    dataplane: InferenceService,
     host: str,
     port: int,
     *,
+    repository: RepositoryService | None = None,
+    auth: AdminAuth | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    admin_token: str | None = None,
     reuse_port: bool = False,
     options: Sequence[tuple[str, Any]] = (),
 ) -> tuple[grpc.aio.Server, int]:
@@ -289,7 +263,12 @@ def create_grpc_server(
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        GRPCInferenceServicer(dataplane, admin_token=admin_token), server
+        GRPCInferenceServicer(
+            dataplane,
+            repository if repository is not None else dataplane,  # type: ignore[arg-type]
+            auth=auth if auth is not None else AdminAuth(None),
+        ),
+        server,
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
@@ -299,12 +278,13 @@ def create_grpc_server(
 
 
 async def start_grpc_server(
-    dataplane: DataPlane,
+    dataplane: InferenceService,
     host: str,
     port: int,
     *,
+    repository: RepositoryService | None = None,
+    auth: AdminAuth | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    admin_token: str | None = None,
     reuse_port: bool = False,
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Server:
@@ -316,8 +296,9 @@ async def start_grpc_server(
         dataplane,
         host,
         port,
+        repository=repository,
+        auth=auth,
         max_message_bytes=max_message_bytes,
-        admin_token=admin_token,
         reuse_port=reuse_port,
         options=options,
     )

@@ -18,7 +18,6 @@ editing this file::
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,17 +27,17 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from rayfront.auth import AdminAuth, presented_token
 from rayfront.errors import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
     PayloadTooLargeError,
-    PermissionDeniedError,
     RayfrontError,
     UnavailableError,
 )
 from rayfront.protocol import http_codec
-from rayfront.protocol.dataplane import DataPlane
+from rayfront.protocol.contract import InferenceService, RepositoryService
 from rayfront.protocol.types import InferRequest, InferResponse
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 # Bodies (or outputs) above this are decoded/encoded in a worker thread, so a large
 # JSON or gzip tensor never stalls health checks and small requests on the event loop.
 DEFAULT_OFFLOAD_BYTES = 1 * 1024 * 1024
-ADMIN_TOKEN_HEADER = "x-rayfront-admin-token"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Scope = dict[str, Any]
@@ -115,8 +113,8 @@ class Route:
 
     ``pattern`` may also be a compiled regex (named groups become path parameters);
     regex routes are tried, in order, only for paths no segment pattern matches, so they
-    never slow the built-in endpoints. ``admin`` routes require the app's admin token
-    when one is configured. A handler returns a :class:`Response`, or any
+    never slow the built-in endpoints. ``admin`` routes pass the app's admin check
+    (:mod:`rayfront.auth`) before the handler runs. A handler returns a :class:`Response`, or any
     JSON-serialisable value for a 200 JSON answer, and raises :mod:`rayfront.errors`
     exceptions for failures.
     """
@@ -250,19 +248,21 @@ class HTTPApp:
 
     def __init__(
         self,
-        dataplane: DataPlane,
+        dataplane: InferenceService,
+        repository: RepositoryService,
         *,
+        auth: AdminAuth,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        admin_token: str | None = None,
         extra_routes: Sequence[Route | tuple[Any, ...]] = (),
         offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be > 0, got {max_body_bytes}")
         self.dataplane = dataplane
+        self.repository = repository
         self.max_body_bytes = max_body_bytes
         self.offload_bytes = offload_bytes
-        self._admin_token = admin_token
+        self._auth = auth
         self.router = Router()
         for route in (*self._builtin_routes(), *extra_routes):
             # A plain (method, pattern, handler[, admin]) tuple is accepted as a Route.
@@ -330,10 +330,10 @@ class HTTPApp:
                 headers=headers,
                 body=body,
                 query_string=scope.get("query_string", b""),
-                admin_token=_admin_token(headers),
+                admin_token=presented_token(headers),
             )
             if route.admin:
-                self._check_admin(ctx)
+                self._auth.check(ctx.admin_token, f"{method} {path}")
             result = await route.handler(ctx)
             if not isinstance(result, Response):
                 result = Response.json(result)
@@ -383,17 +383,6 @@ class HTTPApp:
             parts.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(parts)
-
-    def _check_admin(self, ctx: RequestContext) -> None:
-        expected = self._admin_token
-        if expected is None:
-            return  # the data plane decides (it gets the presented token either way)
-        token = ctx.admin_token
-        if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
-            raise PermissionDeniedError(
-                f"{ctx.method} {ctx.path} is an admin endpoint and needs a valid admin token: "
-                f"send 'Authorization: Bearer <token>' or '{ADMIN_TOKEN_HEADER}: <token>'"
-            )
 
     async def _offload(self, big: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if big:
@@ -445,16 +434,16 @@ class HTTPApp:
             raise InvalidArgumentError(
                 f"repository index: 'ready' must be a boolean, got {ready!r}"
             )
-        return Response.json(await self.dataplane.repository_index(ready_only=ready))
+        return Response.json(await self.repository.repository_index(ready_only=ready))
 
     async def _load(self, ctx: RequestContext) -> Response:
         ctx.json()  # a malformed body is still a client error, even though we ignore it
-        await self.dataplane.load_model(ctx.params["model"], ctx.admin_token)
+        await self.repository.load_model(ctx.params["model"])
         return Response(b"", 200)
 
     async def _unload(self, ctx: RequestContext) -> Response:
         ctx.json()
-        await self.dataplane.unload_model(ctx.params["model"], ctx.admin_token)
+        await self.repository.unload_model(ctx.params["model"])
         return Response(b"", 200)
 
     async def _metrics(self, ctx: RequestContext) -> Response:
@@ -506,18 +495,6 @@ def _encode(
     return body, hlen, enc
 
 
-def _admin_token(headers: dict[str, str]) -> str | None:
-    token = headers.get(ADMIN_TOKEN_HEADER)
-    if token:
-        return token
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return None
-
-
 def _error(exc: BaseException, method: str, path: str) -> Response:
     status, body = http_codec.error_body(exc)
     if isinstance(exc, RayfrontError):
@@ -553,25 +530,27 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def build_http_app(
-    dataplane: DataPlane,
+    dataplane: InferenceService,
+    repository: RepositoryService | None = None,
     *,
+    auth: AdminAuth | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    admin_token: str | None = None,
     extra_routes: Sequence[Route | tuple[Any, ...]] = (),
     offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
 ) -> HTTPApp:
-    """The KServe v2 / Triton HTTP ASGI app over ``dataplane``.
+    """The KServe v2 / Triton HTTP ASGI app over ``dataplane`` and ``repository``.
 
-    ``max_body_bytes`` caps request bodies (before and after decompression);
-    ``admin_token``, when set, is required on admin routes (repository load/unload and
-    ``extra_routes`` marked ``admin``) and is compared in constant time; either way the
-    presented token is passed on to the data plane. ``extra_routes`` add endpoints
-    (same method and pattern as a built-in is an error).
+    ``repository`` defaults to ``dataplane`` (an object serving both interfaces).
+    ``max_body_bytes`` caps request bodies (before and after decompression). ``auth``
+    guards the admin routes (repository load/unload and ``extra_routes`` marked
+    ``admin``); without it the admin API is off. ``extra_routes`` add endpoints (same
+    method and pattern as a built-in is an error).
     """
     return HTTPApp(
         dataplane,
+        repository if repository is not None else dataplane,  # type: ignore[arg-type]
+        auth=auth if auth is not None else AdminAuth(None),
         max_body_bytes=max_body_bytes,
-        admin_token=admin_token,
         extra_routes=extra_routes,
         offload_bytes=offload_bytes,
     )

@@ -2,7 +2,7 @@
 
 Handles the JSON form and Triton's binary tensor extension (``Inference-Header-Content-Length``
 plus per-tensor ``binary_data_size``), gzip/deflate bodies both ways, and the error body.
-Tensor bytes are converted only by :mod:`rayfront.protocol.codec`; this module deals in
+Tensor bytes are converted only by :mod:`rayfront.tensors`; this module deals in
 JSON structure and byte offsets, slicing the body with ``memoryview`` so binary inputs are
 never copied.
 """
@@ -17,8 +17,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from rayfront import tensors
 from rayfront.errors import InvalidArgumentError, PayloadTooLargeError, client_message, status_for
-from rayfront.protocol import codec
 from rayfront.protocol.types import (
     PARAM_BINARY_OUTPUT,
     PARAM_PRIORITY,
@@ -296,12 +296,12 @@ def decode_infer_request(
                     f"{_where(name, model_name)}: binary_data_size {nbytes} runs past the end "
                     f"of the body ({size - offset} bytes left)"
                 )
-            inputs[name] = codec.tensor_from_raw(
+            inputs[name] = tensors.tensor_from_raw(
                 datatype, shape, view[offset:end], name=name, model=model_name
             )
             offset = end
         elif "data" in item:
-            inputs[name] = codec.tensor_from_json(
+            inputs[name] = tensors.tensor_from_json(
                 datatype, shape, item["data"], name=name, model=model_name
             )
         else:
@@ -354,21 +354,21 @@ def encode_infer_response(
             if req.binary is not None:
                 binary = req.binary
             if req.class_count:
-                arr = codec.classify(arr, req.class_count, name=name)
+                arr = tensors.classify(arr, req.class_count, name=name)
         binary = response.binary_outputs.get(name, binary)
         entry: dict[str, Any] = {
             "name": name,
-            "datatype": codec.datatype_of(arr, name=name),
+            "datatype": tensors.datatype_of(arr, name=name),
             "shape": list(arr.shape),
         }
         if binary:
-            raw = codec.tensor_to_raw(arr)
+            raw = tensors.tensor_to_raw(arr)
             entry["parameters"] = {
                 "binary_data_size": raw.nbytes if isinstance(raw, memoryview) else len(raw)
             }
             blobs.append(raw)
         else:
-            entry["data"] = codec.json_payload(arr, name=name)
+            entry["data"] = tensors.json_payload(arr, name=name)
         outputs.append(entry)
     doc: dict[str, Any] = {
         "model_name": response.model_name,

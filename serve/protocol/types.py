@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-TensorDict = dict[str, np.ndarray]
+from rayfront.tensors import TensorDict
 
 # Request parameters rayfront understands (others are passed through untouched).
 PARAM_TIMEOUT = "timeout"  # microseconds, as Triton's queue policy

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rayfront.errors import InvalidArgumentError, NotFoundError, RepositoryError
-from rayfront.repository.config import CONFIG_NAME, read_config
+from rayfront.repository.pbtxt import CONFIG_NAME, read_config
 from rayfront.repository.sidecar import Provenance, read_sidecar
 from rayfront.spec import ModelSpec, VersionPolicy
 

@@ -28,8 +28,8 @@ from rayfront.repository._fs import (
     copy_file_hashed,
     fsync_dir,
 )
-from rayfront.repository.config import CONFIG_NAME, read_config, render_config
 from rayfront.repository.layout import Repository
+from rayfront.repository.pbtxt import CONFIG_NAME, read_config, render_config
 from rayfront.repository.sidecar import SIDECAR_NAME, Provenance, write_sidecar
 from rayfront.spec import ModelSpec, TensorSpec
 

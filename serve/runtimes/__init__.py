@@ -11,11 +11,12 @@ import logging
 from pathlib import Path
 
 from rayfront.errors import RepositoryError
-from rayfront.runtimes.base import Runtime, TensorDict
+from rayfront.runtimes.base import Runtime
+from rayfront.runtimes.libtorch import TorchScriptRuntime
 from rayfront.runtimes.onnxruntime import OnnxRuntime
-from rayfront.runtimes.tensorrt import TensorRTRuntime
-from rayfront.runtimes.torchscript import TorchScriptRuntime
+from rayfront.runtimes.tensorrt_plan import TensorRTRuntime
 from rayfront.spec import ModelSpec
+from rayfront.tensors import TensorDict
 
 logger = logging.getLogger(__name__)
 

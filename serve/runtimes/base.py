@@ -11,11 +11,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
 from rayfront.spec import ModelSpec
-
-TensorDict = dict[str, np.ndarray]
+from rayfront.tensors import TensorDict
 
 
 class Runtime(ABC):

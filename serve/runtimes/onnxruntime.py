@@ -45,8 +45,9 @@ from rayfront.runtimes._common import (
     short_error,
     where,
 )
-from rayfront.runtimes.base import Runtime, TensorDict
+from rayfront.runtimes.base import Runtime
 from rayfront.spec import PLATFORM_ONNX, ModelSpec
+from rayfront.tensors import TensorDict
 
 logger = logging.getLogger(__name__)
 

@@ -130,7 +130,7 @@ def copy_with_queue_limit(root: Path, source: str, name: str, max_queue_size: in
     """A copy of ``source`` whose queue holds at most ``max_queue_size`` requests."""
     import shutil
 
-    from rayfront.repository.config import read_config, render_config
+    from rayfront.repository.pbtxt import read_config, render_config
 
     spec = read_config(root / source)
     shutil.copytree(root / source, root / name)

@@ -1,4 +1,4 @@
-"""The fast data path (gateway -> ModelVersion over rayfront.fastpath) under real Ray Serve.
+"""The fast data path (gateway -> ModelVersion over rayfront.transport.frames) under real Ray Serve.
 
 The fast path is the default, so every other integration test exercises it too; these
 check what only it does: batches really travel over the replicas' Unix sockets, a
@@ -80,7 +80,7 @@ def _digits_only_server(model_repository: Path, tmp_path: Path, **settings: obje
                 "applications": [
                     {
                         "name": settings.get("app_prefix", "rayfront"),
-                        "import_path": "rayfront.app:build_gateway",
+                        "import_path": "rayfront.deploy.app:build_gateway",
                         "args": {"repository": str(repo), **settings},
                     }
                 ]

@@ -111,7 +111,7 @@ def tiny_mlp_repo(root: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from rayfront.repository.config import render_config
+    from rayfront.repository.pbtxt import render_config
     from rayfront.spec import DynamicBatching, ModelSpec, TensorSpec
 
     rng = np.random.default_rng(0)

@@ -32,7 +32,7 @@ def test_recommend_prints_settings_and_how_to_apply_when_feasible(tmp_path: Path
     assert result.exit_code == 0, result.output
     assert "max_batch_size 32, max_queue_delay_microseconds 1000, replicas 3" in result.output
     assert "max_queue_delay_microseconds: 1000" in result.output
-    assert "import_path: rayfront.app:build_gateway" in result.output
+    assert "import_path: rayfront.deploy.app:build_gateway" in result.output
 
 
 def test_recommend_fails_when_model_not_in_results(tmp_path: Path) -> None:

@@ -109,5 +109,5 @@ def test_serve_yaml_snippet_targets_rayfront_gateway_app() -> None:
 
     doc = yaml.safe_load(serve_yaml_snippet("mlp", 2))
     app = doc["applications"][0]
-    assert app["import_path"] == "rayfront.app:build_gateway"
+    assert app["import_path"] == "rayfront.deploy.app:build_gateway"
     assert app["args"]["models"]["mlp"]["autoscaling"] == {"min_replicas": 2, "max_replicas": 2}

@@ -17,7 +17,7 @@ from rayfront.benchmarks.run.bench_models import (
 )
 from rayfront.benchmarks.run.sweep_config import BatchingSetting
 from rayfront.errors import FailedPreconditionError, InvalidArgumentError
-from rayfront.repository.config import read_config, render_config
+from rayfront.repository.pbtxt import read_config, render_config
 from rayfront.spec import DynamicBatching, ModelSpec, TensorSpec
 
 

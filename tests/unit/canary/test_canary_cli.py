@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 
 import pytest
 from typer.testing import CliRunner
 
-from rayfront.canary.api import canary_routes, dispatch
-from rayfront.canary.cli import (
+from rayfront.auth import AdminAuth
+from rayfront.canary.api import canary_routes
+from rayfront.canary.canary_cli import (
     app,
     parse_duration,
     parse_percent,
@@ -19,7 +20,7 @@ from rayfront.canary.cli import (
     parse_steps,
     parse_weights,
 )
-from rayfront.errors import PermissionDeniedError
+from rayfront.protocol.http_app import build_http_app
 
 MODEL = "digits"
 TOKEN = "s3cret"
@@ -81,70 +82,115 @@ def test_parse_weights_requires_sum_100_when_pairs_given():
 
 
 # ---------------------------------------------------------------------- admin routes
+# The routes run inside the production HTTP app (the same one the ingress serves), driven
+# in-process through ASGI, and under uvicorn on a real socket for the CLI tests.
 
 
-def _check_admin(headers):
-    if headers.get("authorization") != f"Bearer {TOKEN}":
-        raise PermissionDeniedError("admin token missing or wrong")
+class NoModels:
+    """The app's data plane and repository; the canary routes never reach them."""
+
+    async def repository_index(self, ready_only: bool = False) -> list:
+        return []
 
 
 @pytest.fixture
-def routes(make_manager):
-    return canary_routes(make_manager(), _check_admin)
+def app_under_test(make_manager):
+    return build_http_app(
+        NoModels(),  # type: ignore[arg-type]
+        auth=AdminAuth(TOKEN),
+        extra_routes=canary_routes(make_manager()),
+    )
 
 
-def _call(routes, method, path, body=None, token=TOKEN):
+async def _asgi(asgi, method, path, body, headers):
+    raw = json.dumps(body).encode() if body is not None else b""
+    messages = [{"type": "http.request", "body": raw, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        "query_string": b"",
+    }
+    await asgi(scope, receive, send)
+    start, reply = sent
+    return start["status"], json.loads(reply["body"]) if reply["body"] else None
+
+
+def _call(asgi, method, path, body=None, token=TOKEN):
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    return asyncio.run(dispatch(routes, method, path, body, headers))
+    return asyncio.run(_asgi(asgi, method, path, body, headers))
 
 
 PLAN = {"canary_version": "2", "steps": [5, 25, 50, 100], "interval_s": 30}
 
 
-def test_routes_start_rollout_and_default_stable_when_plan_valid(routes):
-    code, _ = _call(routes, "POST", f"/v2/rayfront/canary/{MODEL}/weights", {"weights": {"1": 100}})
+def test_routes_start_rollout_and_default_stable_when_plan_valid(app_under_test):
+    code, _ = _call(
+        app_under_test, "POST", f"/v2/rayfront/canary/{MODEL}/weights", {"weights": {"1": 100}}
+    )
     assert code == 200
-    code, body = _call(routes, "POST", f"/v2/rayfront/canary/{MODEL}/start", PLAN)
+    code, body = _call(app_under_test, "POST", f"/v2/rayfront/canary/{MODEL}/start", PLAN)
     assert code == 200, body
     assert body["rollout"]["plan"]["stable_version"] == "1"  # the heaviest version by default
     assert body["policy"]["weights"] == {"1": 95, "2": 5}
 
 
-def test_routes_answer_409_when_second_rollout_started(routes):
-    _call(routes, "POST", f"/v2/rayfront/canary/{MODEL}/start", {**PLAN, "stable_version": "1"})
-    code, body = _call(routes, "POST", f"/v2/rayfront/canary/{MODEL}/start", PLAN)
+def test_routes_answer_409_when_second_rollout_started(app_under_test):
+    _call(
+        app_under_test,
+        "POST",
+        f"/v2/rayfront/canary/{MODEL}/start",
+        {**PLAN, "stable_version": "1"},
+    )
+    code, body = _call(app_under_test, "POST", f"/v2/rayfront/canary/{MODEL}/start", PLAN)
     assert code == 409
     assert "already has a running rollout" in body["error"]
 
 
-def test_routes_answer_400_when_plan_invalid(routes):
+def test_routes_answer_400_when_plan_invalid(app_under_test):
     code, body = _call(
-        routes, "POST", f"/v2/rayfront/canary/{MODEL}/start", {**PLAN, "steps": [50, 25]}
+        app_under_test, "POST", f"/v2/rayfront/canary/{MODEL}/start", {**PLAN, "steps": [50, 25]}
     )
     assert code == 400
     assert body["error"].startswith("rollout plan of model 'digits': steps: steps must be strictly")
-    code, body = _call(routes, "POST", f"/v2/rayfront/canary/{MODEL}/start", {**PLAN, "bogus": 1})
+    code, body = _call(
+        app_under_test, "POST", f"/v2/rayfront/canary/{MODEL}/start", {**PLAN, "bogus": 1}
+    )
     assert code == 400 and "bogus: Extra inputs are not permitted" in body["error"]
 
 
-def test_routes_answer_403_when_admin_token_missing(routes):
-    code, body = _call(routes, "POST", f"/v2/rayfront/canary/{MODEL}/pause", token=None)
-    assert (code, body) == (403, {"error": "admin token missing or wrong"})
-    code, _ = _call(routes, "GET", f"/v2/rayfront/canary/{MODEL}", token=None)
+def test_routes_answer_403_when_admin_token_missing(app_under_test):
+    code, body = _call(app_under_test, "POST", f"/v2/rayfront/canary/{MODEL}/pause", token=None)
+    assert code == 403
+    assert body["error"] == (
+        f"POST /v2/rayfront/canary/{MODEL}/pause is an admin call and needs a valid admin "
+        "token: send 'Authorization: Bearer <token>' or 'x-rayfront-admin-token: <token>'"
+    )
+    code, _ = _call(app_under_test, "GET", f"/v2/rayfront/canary/{MODEL}", token=None)
     assert code == 200  # reading needs no token
 
 
-def test_routes_answer_404_405_and_none_when_path_or_method_wrong(routes):
-    code, body = _call(routes, "GET", "/v2/rayfront/canary/ghost")
+def test_routes_answer_404_405_and_none_when_path_or_method_wrong(app_under_test):
+    code, body = _call(app_under_test, "GET", "/v2/rayfront/canary/ghost")
     assert code == 404 and "model 'ghost' not found" in body["error"]
-    code, _ = _call(routes, "DELETE", f"/v2/rayfront/canary/{MODEL}")
+    code, _ = _call(app_under_test, "DELETE", f"/v2/rayfront/canary/{MODEL}")
     assert code == 405
-    assert _call(routes, "GET", "/v2/models/digits") is None
+    code, body = _call(app_under_test, "GET", f"/v2/rayfront/canary/{MODEL}/bogus/path")
+    assert code == 404 and "no route" in body["error"]
     code, body = _call(
-        routes, "POST", f"/v2/rayfront/canary/{MODEL}/weights", {"weights": {"1": 5}}
+        app_under_test, "POST", f"/v2/rayfront/canary/{MODEL}/weights", {"weights": {"1": 5}}
     )
     assert code == 400 and "weights must sum to 100, got 5" in body["error"]
-    code, body = _call(routes, "POST", f"/v2/rayfront/canary/{MODEL}/weights", [1, 2])
+    code, body = _call(app_under_test, "POST", f"/v2/rayfront/canary/{MODEL}/weights", [1, 2])
     assert code == 400 and "must be an object" in body["error"]
 
 
@@ -152,33 +198,25 @@ def test_routes_answer_404_405_and_none_when_path_or_method_wrong(routes):
 
 
 @pytest.fixture
-def server(routes):
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            answer = asyncio.run(dispatch(routes, self.command, self.path, body, headers))
-            code, payload = answer if answer is not None else (404, {"error": "no route"})
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+def server(app_under_test):
+    import socket
 
-        do_GET = do_POST = _serve
+    import uvicorn
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app_under_test, lifespan="off", log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
     thread.join(timeout=5)
+    sock.close()
 
 
 def _cli(*args, url, token=TOKEN):
@@ -233,7 +271,7 @@ def test_cli_shows_server_error_when_request_refused(server):
     assert "HTTP 409: model 'digits' has no rollout; start one first" in res.output
     res = _cli("shadow", MODEL, "--percent", "10", "--target", "2", url=server, token="wrong")
     assert res.exit_code == 1
-    assert "HTTP 403: admin token missing or wrong" in res.output
+    assert "HTTP 403: POST /v2/rayfront/canary/digits/shadow is an admin call" in res.output
 
 
 def test_cli_rejects_bad_arguments_before_calling_server_when_input_invalid():

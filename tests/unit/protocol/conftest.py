@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from protocol_fakes import MAX_BODY, OFFLOAD, FakeDataPlane
+from protocol_fakes import ADMIN_TOKEN, MAX_BODY, OFFLOAD, FakeDataPlane
 
 
 @dataclass
@@ -41,11 +41,13 @@ class Servers:
 def servers() -> Iterator[Servers]:
     import uvicorn
 
+    from rayfront.auth import AdminAuth
     from rayfront.protocol.grpc_service import create_grpc_server
     from rayfront.protocol.http_app import build_http_app
 
     dp = FakeDataPlane()
-    app = build_http_app(dp, max_body_bytes=MAX_BODY, admin_token=None, offload_bytes=OFFLOAD)
+    auth = AdminAuth(ADMIN_TOKEN)
+    app = build_http_app(dp, auth=auth, max_body_bytes=MAX_BODY, offload_bytes=OFFLOAD)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -60,7 +62,9 @@ def servers() -> Iterator[Servers]:
     async def main() -> None:
         state["loop"] = asyncio.get_running_loop()
         dp.slow_started = asyncio.Event()
-        grpc_server, port = create_grpc_server(dp, "127.0.0.1", 0, max_message_bytes=MAX_BODY)
+        grpc_server, port = create_grpc_server(
+            dp, "127.0.0.1", 0, auth=auth, max_message_bytes=MAX_BODY
+        )
         await grpc_server.start()
         state["grpc_port"] = port
         serve = asyncio.create_task(server.serve(sockets=[sock]))

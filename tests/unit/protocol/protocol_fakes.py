@@ -9,9 +9,9 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from rayfront.dtypes import to_config_enum
-from rayfront.errors import NotFoundError, PermissionDeniedError, UnavailableError
+from rayfront.errors import NotFoundError, UnavailableError
+from rayfront.protocol.checks import validate_request
 from rayfront.protocol.types import InferRequest, InferResponse
-from rayfront.protocol.validate import validate_request
 from rayfront.spec import ModelSpec, TensorSpec
 
 ADMIN_TOKEN = "s3cret"
@@ -62,7 +62,7 @@ class FakeDataPlane:
 
     def __init__(self) -> None:
         self.requests: list[InferRequest] = []
-        self.admin_calls: list[tuple[str, str, str | None]] = []
+        self.admin_calls: list[tuple[str, str]] = []
         self.slow_started = asyncio.Event()
         self.slow_release: asyncio.Event | None = None
         self.success = 0
@@ -127,17 +127,15 @@ class FakeDataPlane:
     async def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         return [{"name": n, "version": "1", "state": "READY", "reason": ""} for n in sorted(SPECS)]
 
-    def _admin(self, op: str, name: str, token: str | None) -> None:
-        self.admin_calls.append((op, name, token))
-        if token != ADMIN_TOKEN:
-            raise PermissionDeniedError(f"{op} of model '{name}' needs the admin token")
+    def _admin(self, op: str, name: str) -> None:
+        self.admin_calls.append((op, name))
         self._spec(name)
 
-    async def load_model(self, name: str, admin_token: str | None) -> None:
-        self._admin("load", name, admin_token)
+    async def load_model(self, name: str) -> None:
+        self._admin("load", name)
 
-    async def unload_model(self, name: str, admin_token: str | None) -> None:
-        self._admin("unload", name, admin_token)
+    async def unload_model(self, name: str) -> None:
+        self._admin("unload", name)
 
     async def metrics_text(self) -> bytes:
         return f'nv_inference_request_success{{model="add",version="1"}} {self.success}\n'.encode()

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from protocol_fakes import ADMIN_TOKEN, FakeDataPlane
 
+from rayfront.auth import AdminAuth
 from rayfront.errors import AlreadyExistsError
 from rayfront.protocol.http_app import (
     RequestContext,
@@ -85,7 +86,7 @@ async def _plain(ctx: RequestContext) -> dict:
 
 
 def test_http_app_serves_extra_route_when_admin_token_valid():
-    app = build_http_app(FakeDataPlane(), admin_token=ADMIN_TOKEN, extra_routes=EXTRA)
+    app = build_http_app(FakeDataPlane(), auth=AdminAuth(ADMIN_TOKEN), extra_routes=EXTRA)
     status, _, body, _ = call(
         app,
         "POST",
@@ -108,7 +109,7 @@ def test_http_app_serves_extra_route_when_admin_token_valid():
 )
 def test_http_app_returns_403_when_admin_token_missing_or_wrong(headers):
     dp = FakeDataPlane()
-    app = build_http_app(dp, admin_token=ADMIN_TOKEN, extra_routes=EXTRA)
+    app = build_http_app(dp, auth=AdminAuth(ADMIN_TOKEN), extra_routes=EXTRA)
     status, _, body, _ = call(app, "POST", "/v2/repository/models/add/load", b"", headers)
     assert status == 403
     assert "needs a valid admin token" in orjson.loads(body)["error"]
@@ -117,9 +118,9 @@ def test_http_app_returns_403_when_admin_token_missing_or_wrong(headers):
 
 
 def test_http_app_maps_handler_error_when_extra_route_raises():
-    app = build_http_app(FakeDataPlane(), extra_routes=EXTRA)
+    app = build_http_app(FakeDataPlane(), auth=AdminAuth(ADMIN_TOKEN), extra_routes=EXTRA)
     status, _, body, _ = call(
-        app, "PUT", "/v2/rollouts/digits", b"{}", {"x-rayfront-admin-token": "t"}
+        app, "PUT", "/v2/rollouts/digits", b"{}", {"x-rayfront-admin-token": ADMIN_TOKEN}
     )
     assert (status, orjson.loads(body)) == (
         409,

@@ -193,13 +193,16 @@ def test_http_metadata_endpoints_answer_when_model_known(http_client):
 def test_http_repository_load_passes_token_when_bearer_or_header(servers, http_client):
     http_client.load_model("add", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     http_client.unload_model("add", headers={"x-rayfront-admin-token": ADMIN_TOKEN})
-    assert servers.dataplane.admin_calls[-2:] == [
-        ("load", "add", ADMIN_TOKEN),
-        ("unload", "add", ADMIN_TOKEN),
-    ]
+    assert servers.dataplane.admin_calls[-2:] == [("load", "add"), ("unload", "add")]
+    calls = len(servers.dataplane.admin_calls)
     with pytest.raises(InferenceServerException) as exc:
         http_client.load_model("add")
-    assert _error(exc) == ("403", "load of model 'add' needs the admin token")
+    assert _error(exc) == (
+        "403",
+        "POST /v2/repository/models/add/load is an admin call and needs a valid admin token: "
+        "send 'Authorization: Bearer <token>' or 'x-rayfront-admin-token: <token>'",
+    )
+    assert len(servers.dataplane.admin_calls) == calls  # refused before the repository
 
 
 def test_http_metrics_returns_prometheus_text(servers):

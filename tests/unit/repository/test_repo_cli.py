@@ -10,7 +10,7 @@ import pytest
 from repo_helpers import make_provenance, make_spec
 from typer.testing import CliRunner
 
-from rayfront.repository.cli import app
+from rayfront.repository.repo_cli import app
 from rayfront.repository.writer import write_version
 
 runner = CliRunner()

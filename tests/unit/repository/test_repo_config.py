@@ -11,7 +11,7 @@ from tritonclient.grpc import model_config_pb2
 
 from rayfront.dtypes import DATATYPES
 from rayfront.errors import InvalidArgumentError, RepositoryError
-from rayfront.repository.config import (
+from rayfront.repository.pbtxt import (
     parse_config,
     proto_to_spec,
     read_config,

@@ -11,8 +11,8 @@ from repo_helpers import make_provenance, make_spec
 
 from rayfront.errors import InvalidArgumentError, NotFoundError, RepositoryError
 from rayfront.repository._fs import atomic_write_bytes
-from rayfront.repository.config import render_config
 from rayfront.repository.layout import Repository, apply_version_policy
+from rayfront.repository.pbtxt import render_config
 from rayfront.repository.sidecar import (
     SIDECAR_NAME,
     TensorRTStamp,

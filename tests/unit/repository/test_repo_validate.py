@@ -11,7 +11,7 @@ from repo_helpers import make_onnx, make_provenance, make_spec
 
 from rayfront.errors import RepositoryError
 from rayfront.repository import validate as validate_mod
-from rayfront.repository.config import render_config
+from rayfront.repository.pbtxt import render_config
 from rayfront.repository.sidecar import SIDECAR_NAME, TensorRTStamp, write_sidecar
 from rayfront.repository.validate import (
     ModelReport,

@@ -12,8 +12,8 @@ from repo_helpers import make_provenance, make_spec, staging_leftovers, tree_sna
 
 from rayfront.errors import RepositoryError, SignatureMismatchError
 from rayfront.repository import writer
-from rayfront.repository.config import read_config
 from rayfront.repository.layout import Repository
+from rayfront.repository.pbtxt import read_config
 from rayfront.repository.sidecar import read_sidecar
 from rayfront.repository.writer import signature_differences, write_version
 from rayfront.spec import DynamicBatching, TensorSpec

@@ -1,0 +1,43 @@
+"""The endpoint directory on Ray's GCS key-value store.
+
+Replicas publish their transport endpoint here and ingress processes list them; the key
+scheme is :mod:`rayfront.transport.discovery`'s. Ray's own authentication guards the
+store, which is what makes the token inside an endpoint a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rayfront.transport.discovery import KV_NAMESPACE, Endpoint, endpoint_prefix
+
+logger = logging.getLogger(__name__)
+
+
+def publish(key: str, value: bytes) -> None:
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(key, value, True, namespace=KV_NAMESPACE)
+
+
+def delete(key: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(key, namespace=KV_NAMESPACE)
+
+
+def list_endpoints(app_name: str) -> dict[str, Endpoint]:
+    """The endpoints the app's replicas published (key -> endpoint)."""
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list
+
+    out: dict[str, Endpoint] = {}
+    for raw_key in _internal_kv_list(endpoint_prefix(app_name), namespace=KV_NAMESPACE):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        value = _internal_kv_get(key, namespace=KV_NAMESPACE)
+        if value is None:
+            continue  # unpublished between list and get
+        try:
+            out[key] = Endpoint.model_validate_json(value)
+        except ValueError as exc:
+            logger.warning("ignoring malformed endpoint %s: %s", key, exc)
+    return out

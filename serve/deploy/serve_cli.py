@@ -1,0 +1,250 @@
+"""``rayfront serve``: start (or join) Ray, deploy the rayfront Serve applications, block.
+
+It blocks until Ctrl-C/SIGTERM, then drains in-flight requests before tearing down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rayfront.errors import RayfrontError
+
+logger = logging.getLogger("rayfront")
+
+RepositoryOpt = Annotated[
+    Path,
+    typer.Option("--repository", "-r", help="Triton model repository to serve."),
+]
+
+
+def _load_settings_from_yaml(path: Path) -> dict:
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    for app in doc.get("applications", []):
+        if app.get("import_path") == "rayfront.deploy.app:build_gateway":
+            return dict(app.get("args") or {})
+    raise typer.BadParameter(
+        f"{path} has no application with import_path rayfront.deploy.app:build_gateway "
+        "(write one with `rayfront serve --print-config`)"
+    )
+
+
+def serve_command(
+    ctx: typer.Context,
+    repository: RepositoryOpt = Path("model_repository"),
+    http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port (0 disables gRPC).")] = 8001,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind. The default keeps it local; 0.0.0.0 exposes it.")
+    ] = "127.0.0.1",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve config YAML (from --print-config, possibly edited); its rayfront "
+            "settings are used, and explicit flags here override them.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join (else RAY_ADDRESS, else a local Ray instance)."),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAYFRONT_ADMIN_TOKEN",
+            help="Enables the admin API (repository load/unload, canary changes) for this token.",
+        ),
+    ] = None,
+    gateway_replicas: Annotated[
+        int, typer.Option(help="Gateway replicas sharing the ports (SO_REUSEPORT).")
+    ] = 1,
+    max_body_mb: Annotated[int, typer.Option(help="Largest request body accepted, in MiB.")] = 64,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the Serve config YAML for `serve run`/`serve deploy` and exit.",
+        ),
+    ] = False,
+    num_cpus: Annotated[
+        int | None, typer.Option(help="CPUs for a local Ray instance (default: all).")
+    ] = None,
+) -> None:
+    """Serve a model repository through Ray Serve: KServe v2 over HTTP and gRPC.
+
+    One Serve application per model version (dynamic batching, autoscaling replicas) behind
+    a gateway that speaks Triton's HTTP and gRPC protocols, so tritonclient works unchanged.
+    """
+    from rayfront.settings import ServerSettings
+
+    base: dict = _load_settings_from_yaml(config) if config else {}
+    explicit = {
+        "repository": repository,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "host": host,
+        "admin_token": admin_token,
+        "gateway_replicas": gateway_replicas,
+        "max_body_bytes": max_body_mb * 1024 * 1024,
+    }
+    for key, value in explicit.items():
+        param = "max_body_mb" if key == "max_body_bytes" else key
+        if not config or _is_explicit(ctx, param):
+            base[key] = value
+    try:
+        settings = ServerSettings.model_validate(base)
+        if not settings.repository.is_dir():
+            raise RayfrontError(
+                f"model repository {settings.repository} does not exist or is not a directory"
+            )
+        settings = settings.model_copy(update={"repository": settings.repository.resolve()})
+        if print_config:
+            import yaml
+
+            from rayfront.deploy.app import serve_config
+
+            typer.echo(yaml.safe_dump(serve_config(settings), sort_keys=False))
+            return
+        run_server(settings, address=address, num_cpus=num_cpus)
+    except RayfrontError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _is_explicit(ctx: typer.Context, param: str) -> bool:
+    """Whether a flag was given on the command line (then it overrides the --config YAML)."""
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def run_server(settings: object, *, address: str | None, num_cpus: int | None) -> None:
+    """Deploy and block until SIGINT/SIGTERM, then drain and tear down."""
+    import ray
+    from ray import serve
+
+    from rayfront.deploy.app import gateway_application
+    from rayfront.deploy.version_app import RAY_ENV_VARS
+    from rayfront.settings import ServerSettings
+
+    assert isinstance(settings, ServerSettings)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.update(RAY_ENV_VARS)
+    address = address or os.environ.get("RAY_ADDRESS")
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            runtime_env={"env_vars": dict(RAY_ENV_VARS)},
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+    serve.start(proxy_location="Disabled", logging_config={"enable_access_log": False})
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        logger.info("received %s: draining in-flight requests", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        handle = serve.run(
+            gateway_application(settings), name=settings.gateway_app_name, route_prefix=None
+        )
+        ports = handle.ports.remote().result()
+        models = sorted(m for m in _served_models(settings))
+        typer.echo(
+            f"rayfront serving {settings.repository} (models: {', '.join(models) or 'none'})\n"
+            f"  HTTP  http://{settings.host}:{ports['http']}/v2\n"
+            f"  gRPC  {settings.host}:{ports['grpc'] or 'off'}\n"
+            "Ctrl-C drains in-flight requests and stops.",
+        )
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _shutdown_with_deadline(settings, started_ray=started_ray and not address)
+
+
+SHUTDOWN_DEADLINE_S = 60.0
+
+
+def _ray_processes_dead() -> bool:
+    """True when the local Ray processes we started (GCS, raylet) are gone.
+
+    A SIGTERM sent to the whole process group reaches them too; then there is nothing left
+    to drain and talking to the controller would hang.
+    """
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    processes = getattr(node, "all_processes", None) if node is not None else None
+    if not processes:
+        return False
+    for infos in processes.values():
+        for info in infos:
+            proc = getattr(info, "process", None)
+            if proc is not None and proc.poll() is not None:
+                return True
+    return False
+
+
+def _shutdown_with_deadline(settings: object, *, started_ray: bool) -> None:
+    if started_ray and _ray_processes_dead():
+        typer.echo(
+            "Ray's own processes were already stopped (signal sent to the whole group); exiting."
+        )
+        os._exit(0)
+    worker = threading.Thread(
+        target=shutdown, args=(settings,), kwargs={"started_ray": started_ray}, daemon=True
+    )
+    worker.start()
+    worker.join(SHUTDOWN_DEADLINE_S)
+    if worker.is_alive():
+        typer.echo(
+            f"error: shutdown did not finish in {SHUTDOWN_DEADLINE_S:.0f}s; exiting", err=True
+        )
+        os._exit(1)
+
+
+def _served_models(settings: object) -> list[str]:
+    from rayfront.repository.layout import Repository
+
+    return Repository(settings.repository).models()  # type: ignore[attr-defined]
+
+
+def shutdown(settings: object, *, started_ray: bool) -> None:
+    """Delete the gateway first (it drains), then the version apps, then Ray if we own it."""
+    import ray
+    from ray import serve
+
+    try:
+        apps = serve.status().applications
+        prefix = settings.gateway_app_name  # type: ignore[attr-defined]
+        if prefix in apps:
+            serve.delete(prefix)
+        for name in list(apps):
+            if name.startswith(prefix + "--"):
+                serve.delete(name, _blocking=False)
+        if started_ray:
+            serve.shutdown()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    typer.echo("rayfront stopped.")

@@ -1,0 +1,124 @@
+"""One ingress, assembled: registry, canary, data plane, and its HTTP and gRPC front ends.
+
+The pieces are Ray-free; only the loader differs between ``rayfront serve`` (Serve
+applications, :mod:`rayfront.deploy.ray_loader`) and in-process use (tests, Ray-free
+benchmarks and the GPU probe, :class:`~rayfront.models.LocalModelLoader`). The deploy
+wing's gateway binds the listeners; everything it serves is built here.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from rayfront.auth import AdminAuth
+from rayfront.canary.api import canary_routes
+from rayfront.canary.controller import CanaryManager, OnRetire
+from rayfront.canary.shadow import ShadowMirror
+from rayfront.canary.store import CanaryStore
+from rayfront.dataplane import ServingDataPlane
+from rayfront.metrics import ModelMetrics, RecorderGroup
+from rayfront.models import ModelLoader, ModelRegistry
+from rayfront.protocol.grpc_service import DEFAULT_MAX_MESSAGE_BYTES, create_grpc_server
+from rayfront.protocol.http_app import DEFAULT_MAX_BODY_BYTES, HTTPApp, Route, build_http_app
+from rayfront.stats import StatsAggregator
+
+
+@dataclass
+class Ingress:
+    """Everything one ingress process serves, wired to one metrics registry."""
+
+    metrics: ModelMetrics
+    stats: StatsAggregator
+    recorder: RecorderGroup
+    registry: ModelRegistry
+    canary: CanaryManager
+    dataplane: ServingDataPlane
+    auth: AdminAuth
+
+    def http_app(
+        self,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        extra_routes: Sequence[Route] = (),
+    ) -> HTTPApp:
+        """The KServe v2 HTTP app, the canary admin API included."""
+        return build_http_app(
+            self.dataplane,
+            self.registry,
+            auth=self.auth,
+            max_body_bytes=max_body_bytes,
+            extra_routes=[*canary_routes(self.canary), *extra_routes],
+        )
+
+    def grpc_server(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        reuse_port: bool = False,
+    ) -> tuple[grpc.aio.Server, int]:
+        """A not-yet-started Triton gRPC server bound to ``host:port``, and its port."""
+        return create_grpc_server(
+            self.dataplane,
+            host,
+            port,
+            repository=self.registry,
+            auth=self.auth,
+            max_message_bytes=max_message_bytes,
+            reuse_port=reuse_port,
+        )
+
+
+def assemble(
+    make_loader: Callable[[RecorderGroup], ModelLoader],
+    *,
+    admin_token: str | None,
+    on_retire: OnRetire | None = None,
+    rng: random.Random | None = None,
+) -> Ingress:
+    """Build an ingress around the loader ``make_loader`` returns (given the recorder its
+    queues report to, so requests and executions land in the same counters)."""
+    metrics, stats = ModelMetrics(), StatsAggregator()
+    recorder = RecorderGroup(metrics, stats)
+    loader = make_loader(recorder)
+    registry = ModelRegistry(loader)
+    repo = loader.repository()
+    canary = CanaryManager(
+        CanaryStore(repo.root),
+        signature_of=lambda model, version: repo.spec(model).signature(),
+        live_versions=registry.live_versions,
+        version_healthy=registry.version_healthy,
+        registry=metrics.registry,
+        on_retire=on_retire,
+    )
+    registry.canary = canary
+    shadow = ShadowMirror(canary, recorder, rng)
+    dataplane = ServingDataPlane(
+        registry,
+        metrics=metrics,
+        stats=stats,
+        recorder=recorder,
+        canary=canary,
+        shadow=shadow,
+        rng=rng,
+    )
+    return Ingress(
+        metrics=metrics,
+        stats=stats,
+        recorder=recorder,
+        registry=registry,
+        canary=canary,
+        dataplane=dataplane,
+        auth=AdminAuth(admin_token),
+    )
+
+
+def describe(ingress: Ingress) -> dict[str, Any]:
+    """Served models and versions, for logs."""
+    return {m: e.sorted_versions() for m, e in ingress.registry.models.items()}

@@ -1,0 +1,288 @@
+"""The registry of served models: load, reload, unload and index, apart from inference.
+
+A :class:`ModelLoader` turns a repository model into :class:`ServedVersion` objects (each
+a backend plus the queue in front of it); the Ray loader deploys one Serve application per
+version (:mod:`rayfront.deploy.ray_loader`), :class:`LocalModelLoader` runs runtimes
+in-process. :class:`ModelRegistry` owns the table of live models and every change to it:
+a reload keeps the versions it still serves running, and a version that appears on reload
+gets no unpinned traffic until a rollout gives it some.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rayfront.batching import DirectExecutor, DynamicBatcher, make_executor
+from rayfront.errors import NotFoundError, RayfrontError, UnavailableError
+from rayfront.metrics import InferenceRecorder
+from rayfront.repository.layout import Repository
+from rayfront.runtimes import load_runtime
+from rayfront.spec import ModelSpec
+from rayfront.transport.backend import VersionBackend
+from rayfront.transport.local import LocalBackend
+
+if TYPE_CHECKING:
+    from rayfront.canary.controller import CanaryManager
+
+logger = logging.getLogger(__name__)
+
+Scheduler = DynamicBatcher | DirectExecutor
+
+
+@dataclass
+class ServedVersion:
+    """One live version: where it runs and the queue in front of it."""
+
+    version: str
+    backend: VersionBackend
+    scheduler: Scheduler
+    ready: bool = True
+    reason: str = ""
+
+
+@dataclass
+class ModelEntry:
+    """One served model: its spec (shared by all versions) and its live versions."""
+
+    name: str
+    spec: ModelSpec
+    versions: dict[str, ServedVersion] = field(default_factory=dict)
+
+    @property
+    def latest(self) -> str:
+        """Highest ready version: where unpinned traffic goes without a canary policy."""
+        ready = [v for v, sv in self.versions.items() if sv.ready] or list(self.versions)
+        if not ready:
+            raise NotFoundError(f"model '{self.name}' has no loaded versions")
+        return max(ready, key=int)
+
+    def sorted_versions(self) -> list[str]:
+        return sorted(self.versions, key=int)
+
+    def version(self, version: str) -> ServedVersion:
+        """The live ``version``, or NotFoundError listing the served ones."""
+        sv = self.versions.get(version)
+        if sv is None:
+            raise NotFoundError(
+                f"model '{self.name}' has no version '{version}' "
+                f"(served versions: {', '.join(self.sorted_versions()) or 'none'})"
+            )
+        return sv
+
+
+def make_scheduler(
+    spec: ModelSpec, version: str, backend: VersionBackend, recorder: InferenceRecorder | None
+) -> Scheduler:
+    """A dynamic batcher when config.pbtxt asks for one, else one-request-per-execution."""
+    return make_executor(
+        spec, backend.execute, version=version, max_inflight=backend.capacity(), metrics=recorder
+    )
+
+
+class ModelLoader(Protocol):
+    """Loads and unloads the versions of a model into backends."""
+
+    async def load(self, name: str) -> ModelEntry: ...
+
+    async def unload(self, entry: ModelEntry) -> None: ...
+
+    def repository(self) -> Repository: ...
+
+
+class LocalModelLoader:
+    """Loads every served version in-process with :class:`LocalBackend` (no Ray)."""
+
+    def __init__(self, root: Path, recorder: InferenceRecorder | None = None) -> None:
+        self._repo = Repository(root)
+        self._recorder = recorder
+
+    def repository(self) -> Repository:
+        return self._repo
+
+    async def load(self, name: str) -> ModelEntry:
+        if name not in self._repo.models():
+            raise NotFoundError(f"model '{name}' is not in the repository {self._repo.root}")
+        spec = self._repo.spec(name)
+        entry = ModelEntry(name=name, spec=spec)
+        for v in self._repo.served_versions(name):
+            runtime = load_runtime(spec, self._repo.version_dir(name, v))
+            backend = LocalBackend(runtime)
+            entry.versions[str(v)] = ServedVersion(
+                version=str(v),
+                backend=backend,
+                scheduler=make_scheduler(spec, str(v), backend, self._recorder),
+            )
+        logger.info("loaded model %r versions %s in-process", name, entry.sorted_versions())
+        return entry
+
+    async def unload(self, entry: ModelEntry) -> None:
+        for sv in entry.versions.values():
+            await sv.scheduler.close()
+            if isinstance(sv.backend, LocalBackend):
+                sv.backend.close()
+
+
+class ModelRegistry:
+    """The live models, and the repository operations that change them (admin, not inference)."""
+
+    def __init__(self, loader: ModelLoader, canary: CanaryManager | None = None) -> None:
+        self._loader = loader
+        self.canary = canary
+        self._models: dict[str, ModelEntry] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def models(self) -> dict[str, ModelEntry]:
+        return self._models
+
+    def repository(self) -> Repository:
+        return self._loader.repository()
+
+    # --- lookups (hot path: no awaits, no locks) ----------------------------------------
+
+    def entry(self, name: str) -> ModelEntry:
+        """The live model ``name``, or NotFoundError listing the served ones."""
+        entry = self._models.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise NotFoundError(f"unknown model '{name}' (served models: {known})")
+        return entry
+
+    def live_versions(self, model: str) -> list[str]:
+        entry = self._models.get(model)
+        return entry.sorted_versions() if entry else []
+
+    def version_healthy(self, model: str, version: str) -> bool:
+        entry = self._models.get(model)
+        sv = entry.versions.get(version) if entry else None
+        return bool(sv and sv.ready)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def load_all(self) -> None:
+        """Load every model of the repository; one bad model does not stop the others."""
+        for name in self.repository().models():
+            try:
+                await self._load(name)
+            except RayfrontError as exc:
+                logger.error("model %r failed to load: %s", name, exc.message)
+
+    async def load_model(self, name: str) -> None:
+        """(Re)load ``name`` from the repository (the repository API's load)."""
+        if name not in self.repository().models():
+            raise NotFoundError(f"model '{name}' is not in the repository")
+        await self._load(name)
+        logger.info("model %r (re)loaded through the repository API", name)
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving ``name`` (the repository API's unload)."""
+        async with self._lock:
+            entry = self._models.pop(name, None)
+            if entry is None:
+                raise NotFoundError(f"model '{name}' is not loaded")
+            await self._loader.unload(entry)
+        logger.info("model %r unloaded through the repository API", name)
+
+    async def retire_version(self, model: str, version: str) -> None:
+        """Stop one version of a model that keeps others (after a promotion's grace period)."""
+        async with self._lock:
+            entry = self._models.get(model)
+            if entry is None or version not in entry.versions or len(entry.versions) < 2:
+                return
+            sv = entry.versions.pop(version)
+            await self._loader.unload(
+                ModelEntry(name=model, spec=entry.spec, versions={version: sv})
+            )
+        logger.info("retired model %r version %s", model, version)
+
+    async def _load(self, name: str) -> ModelEntry:
+        """(Re)load a model. Versions it still serves keep running; only dropped ones go.
+
+        A version that appears on reload starts with no unpinned traffic: the split in force
+        keeps its weights, so a freshly exported candidate waits for a canary or a pin.
+        """
+        async with self._lock:
+            old = self._models.get(name)
+            entry = await self._loader.load(name)
+            # The split in force before the swap (a default one points at the newest version).
+            previous = (
+                dict(self.canary.policy(name).weights)
+                if old is not None and self.canary is not None
+                else {}
+            )
+            # No await between the swap and the policy update: no request sees a gap.
+            self._models[name] = entry
+            if old is not None:
+                self._hold_new_versions(old, entry, previous)
+            if self.canary is not None:
+                self.canary.invalidate(name)
+            if old is not None:
+                for version, served in old.versions.items():
+                    if version in entry.versions:
+                        await served.scheduler.close()
+                stale = {v: sv for v, sv in old.versions.items() if v not in entry.versions}
+                if stale:
+                    await self._loader.unload(ModelEntry(name=name, spec=old.spec, versions=stale))
+            return entry
+
+    def _hold_new_versions(
+        self, old: ModelEntry, entry: ModelEntry, previous: Mapping[str, int]
+    ) -> None:
+        canary = self.canary
+        if canary is None or not set(entry.versions) - set(old.versions):
+            return
+        weights = {v: w for v, w in previous.items() if v in entry.versions}
+        if not weights:
+            return  # the versions that had traffic are gone: the default (latest) applies
+        held = {v: weights.get(v, 0) for v in entry.sorted_versions()}
+        try:
+            canary.set_weights(old.name, held)
+        except RayfrontError as exc:  # e.g. a running rollout already owns the split
+            logger.info("model %r: split left as is on reload: %s", old.name, exc.message)
+            return
+        logger.info(
+            "model %r reloaded; new versions held at 0%% until a rollout: %s", old.name, held
+        )
+
+    async def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for name in self.repository().models():
+            entry = self._models.get(name)
+            if entry is None:
+                if not ready_only:
+                    out.append(
+                        {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
+                    )
+                continue
+            for v in entry.sorted_versions():
+                sv = entry.versions[v]
+                if ready_only and not sv.ready:
+                    continue
+                out.append(
+                    {
+                        "name": name,
+                        "version": v,
+                        "state": "READY" if sv.ready else "UNAVAILABLE",
+                        "reason": sv.reason,
+                    }
+                )
+        return out
+
+    async def close(self) -> None:
+        """Drain every version's queue (the server is stopping)."""
+        for entry in list(self._models.values()):
+            for sv in entry.versions.values():
+                await sv.scheduler.close()
+
+
+def require_ready(entry: ModelEntry, version: str, sv: ServedVersion) -> None:
+    """Raise UnavailableError when ``sv`` cannot take requests now."""
+    if not sv.ready:
+        raise UnavailableError(
+            f"model '{entry.name}' version {version} is not ready: {sv.reason or 'loading'}"
+        )
