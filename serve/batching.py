@@ -1,9 +1,13 @@
 """Dynamic batching: a queue, an event and two limits (rows and time).
 
-The Gateway keeps one executor per model version. ``submit`` queues a request and waits
-for its own slice of a batch result; one scheduler task forms batches and hands each to
-``execute`` (one call per batch, e.g. one Ray handle call), at most ``max_inflight`` at a
-time. The policy, from the model's ``dynamic_batching`` config:
+Each model version's replica keeps one batcher, where the requests of every ingress
+process converge. ``submit`` queues a request and waits for its own answer; one scheduler
+task forms batches and hands each to the runner, at most ``max_inflight`` at a time (the
+execution instances times the batches each keeps in flight). The runner gets the batch
+as the list of its requests and collates them itself, straight into a reusable (pinned,
+on a GPU) buffer (:mod:`rayfront.runtimes.instances`); :func:`collating` adapts a plain
+``execute(collated) -> outputs`` function. The policy, from the model's
+``dynamic_batching`` config:
 
 * A batch holds up to ``max_batch_size`` *rows* (a request may carry several rows),
   prefers the ``preferred_batch_size`` values, and only ever mixes requests whose
@@ -17,11 +21,15 @@ time. The policy, from the model's ``dynamic_batching`` config:
 * Per-request timeouts (Triton queue policy) fail a request that is still queued with
   :class:`~rayfront.errors.DeadlineExceededError`; ``max_queue_size`` bounds the queue
   (:class:`~rayfront.errors.UnavailableError`, 503).
-* One batch failure reaches every waiter of that batch; a waiter that went away
+* A batch that fails on its data (a runtime error, an out-of-range id) is bisected and
+  the halves run again, so only the request that poisoned it fails and every other
+  request gets its answer; each split is counted. A failure that is not about the data
+  (the replica is gone) reaches every waiter of the batch. A waiter that went away
   (cancelled) is skipped without disturbing the others.
 
 Collation and splitting are pure functions (:func:`collate`, :func:`split`). Models
 without ``dynamic_batching`` use :class:`DirectExecutor`, which has the same ``submit``.
+Both satisfy :class:`VersionQueue`, what the ingress hands a request to.
 """
 
 from __future__ import annotations
@@ -46,11 +54,13 @@ from rayfront.errors import (
 )
 from rayfront.metrics import InferenceRecorder
 from rayfront.spec import ModelSpec, QueuePolicy
-from rayfront.tensors import TensorDict
+from rayfront.tensors import TensorDict, as_array
 
 logger = logging.getLogger(__name__)
 
 Execute = Callable[[TensorDict], Awaitable[TensorDict]]
+#: Runs one batch given as its requests' inputs; returns one output dict per request.
+BatchRunner = Callable[[list[TensorDict]], Awaitable[list[TensorDict]]]
 Clock = Callable[[], float]
 #: (input name, numpy dtype string, shape without the batch dim), sorted by name.
 GroupKey = tuple[tuple[str, str, tuple[int, ...]], ...]
@@ -107,7 +117,7 @@ def collate(items: list[TensorDict]) -> tuple[TensorDict, list[int]]:
         raise ValueError("collate needs at least one request")
     sizes = [request_rows(item) for item in items]
     if len(items) == 1:
-        return dict(items[0]), sizes
+        return {name: as_array(value) for name, value in items[0].items()}, sizes
     key = group_key(items[0])
     for i, item in enumerate(items[1:], start=1):
         if group_key(item) != key:
@@ -115,8 +125,15 @@ def collate(items: list[TensorDict]) -> tuple[TensorDict, list[int]]:
                 f"request {i} cannot join this batch: its inputs {_describe(item)} differ "
                 f"from the first request's {_describe(items[0])} in names, dtypes or non-batch shapes"
             )
-    batch = {name: np.concatenate([item[name] for item in items], axis=0) for name in items[0]}
+    batch = {
+        name: np.concatenate([as_array(item[name]) for item in items], axis=0) for name in items[0]
+    }
     return batch, sizes
+
+
+class MisalignedOutputError(InternalError):
+    """A model returned a different number of rows than its batch had: no answer is
+    trustworthy, and running smaller batches would hide a broken model, not a bad request."""
 
 
 def split(outputs: TensorDict, sizes: list[int], *, model: str = "") -> list[TensorDict]:
@@ -129,7 +146,7 @@ def split(outputs: TensorDict, sizes: list[int], *, model: str = "") -> list[Ten
     for name, arr in outputs.items():
         if arr.ndim == 0 or arr.shape[0] != total:
             got = "a scalar" if arr.ndim == 0 else f"{arr.shape[0]} rows"
-            raise InternalError(
+            raise MisalignedOutputError(
                 f"model {model!r}: output {name!r} has {got}, expected {total} "
                 f"(the rows of {len(sizes)} batched request(s)); cannot split the batch"
             )
@@ -158,6 +175,32 @@ def effective_timeout_us(policy: QueuePolicy, timeout_us: int | None, model: str
     return min(timeout_us, default) if default else timeout_us
 
 
+def collating(execute: Execute, *, model: str = "") -> BatchRunner:
+    """A runner over ``execute(collated inputs) -> outputs``: collate, run, split."""
+    if not callable(execute):
+        raise TypeError(f"execute must be an async callable, got {type(execute).__name__}")
+
+    async def run(items: list[TensorDict]) -> list[TensorDict]:
+        inputs, sizes = collate(items)
+        return split(await execute(inputs), sizes, model=model)
+
+    return run
+
+
+def _runner(execute: Execute | None, run_batch: BatchRunner | None, model: str) -> BatchRunner:
+    if (execute is None) == (run_batch is None):
+        raise TypeError("give exactly one of execute (collated) or run_batch (per request)")
+    if run_batch is not None:
+        if not callable(run_batch):
+            raise TypeError(f"run_batch must be an async callable, got {type(run_batch).__name__}")
+        return run_batch
+    return collating(execute, model=model)  # type: ignore[arg-type]
+
+
+#: Failures that depend on a request's data; a batch that fails with one is bisected.
+DATA_ERRORS: tuple[type[BaseException], ...] = (InternalError, InvalidArgumentError)
+
+
 # --- executors ----------------------------------------------------------------------------
 
 
@@ -167,11 +210,8 @@ def _check_inflight(value: int) -> None:
         raise ValueError(f"max_inflight must be >= 1, got {value}")
 
 
-class Executor(Protocol):
-    """What the Gateway calls: DynamicBatcher and DirectExecutor both provide it."""
-
-    @property
-    def queue_depth(self) -> int: ...
+class VersionQueue(Protocol):
+    """Where a request for one model version goes: a batcher, an executor, or a replica pool."""
 
     async def submit(
         self, inputs: TensorDict, *, timeout_us: int | None = None, priority: int | None = None
@@ -203,15 +243,16 @@ class DynamicBatcher:
     def __init__(
         self,
         spec: ModelSpec,
-        execute: Execute,
+        execute: Execute | None = None,
         *,
+        run_batch: BatchRunner | None = None,
         version: str = "",
         max_inflight: int = 2,
         metrics: InferenceRecorder | None = None,
         clock: Clock = time.monotonic,
+        isolate_failures: bool = True,
     ) -> None:
-        if not callable(execute):
-            raise TypeError(f"execute must be an async callable, got {type(execute).__name__}")
+        run = _runner(execute, run_batch, spec.name)
         if spec.dynamic_batching is None or spec.max_batch_size < 1:
             raise ValueError(
                 f"model {spec.name!r} has no dynamic_batching (or max_batch_size 0); "
@@ -220,10 +261,13 @@ class DynamicBatcher:
         _check_inflight(max_inflight)
         self.spec = spec
         self.version = version
-        self._execute = execute
+        self._run = run
+        self._isolate = isolate_failures
         self._metrics = metrics
         self._clock = clock
         self._max_inflight = max_inflight
+        #: Batches split to isolate a request that failed them.
+        self.isolations = 0
         db = spec.dynamic_batching
         self._policy = db
         self._max_rows = spec.max_batch_size
@@ -578,49 +622,80 @@ class DynamicBatcher:
     ) -> None:
         name = self.spec.name
         start = self._clock()
-        parts: list[TensorDict] | None = None
-        error: BaseException | None = None
-        compute_s = 0.0
+        results: list[TensorDict | BaseException] = []
         try:
             try:
-                inputs, sizes = collate([r.inputs for r in batch])
-                outputs = await self._execute(inputs)
-                compute_s = self._clock() - start
-                parts = split(outputs, sizes, model=name)
+                results = await self._run_isolated([r.inputs for r in batch])
             except asyncio.CancelledError:
-                error = UnavailableError(
-                    f"model {name!r} version {self.version}: execution was cancelled"
-                )
-            except Exception as exc:
-                # Not a translation: the same failure goes to every waiter of this batch.
-                error = exc
+                results = [
+                    UnavailableError(
+                        f"model {name!r} version {self.version}: execution was cancelled"
+                    )
+                ] * len(batch)
+            compute_s = self._clock() - start
             if mine is not None and prev is not None:
                 await prev  # preserve_ordering: answer batches in dispatch order
-            if parts is not None:
+            ok_rows = sum(
+                r.rows for r, out in zip(batch, results, strict=True) if isinstance(out, dict)
+            )
+            if ok_rows and self._metrics is not None:
+                self._metrics.record_execution(
+                    name, self.version, batch_rows=ok_rows, compute_s=compute_s
+                )
+            for req, out in zip(batch, results, strict=True):
+                if req.future.done():
+                    continue
+                if isinstance(out, BaseException):
+                    req.future.set_exception(out)
+                    continue
+                req.future.set_result(out)
                 if self._metrics is not None:
-                    self._metrics.record_execution(
-                        name, self.version, batch_rows=rows, compute_s=compute_s
+                    self._metrics.record_timing(
+                        name,
+                        self.version,
+                        queue_s=req.dispatched - req.enqueued,
+                        compute_s=compute_s,
                     )
-                for req, part in zip(batch, parts, strict=True):
-                    if not req.future.done():
-                        req.future.set_result(part)
-                        if self._metrics is not None:
-                            self._metrics.record_timing(
-                                name,
-                                self.version,
-                                queue_s=req.dispatched - req.enqueued,
-                                compute_s=compute_s,
-                            )
-            elif error is not None:
-                for req in batch:
-                    if not req.future.done():
-                        req.future.set_exception(error)
         finally:
             self._inflight -= 1
             if mine is not None:
                 mine.set_result(None)
             if self._wakeup is not None:
                 self._wakeup.set()
+
+    async def _run_isolated(self, items: list[TensorDict]) -> list[TensorDict | BaseException]:
+        """Run ``items``; on a data failure bisect, so only the poisoned requests fail."""
+        try:
+            outputs = await self._run(items)
+            if len(outputs) != len(items):
+                raise MisalignedOutputError(
+                    f"model {self.spec.name!r}: the runner returned {len(outputs)} results for "
+                    f"{len(items)} requests"
+                )
+            return list(outputs)
+        except asyncio.CancelledError:
+            raise
+        except MisalignedOutputError as exc:
+            return [exc] * len(items)
+        except DATA_ERRORS as exc:
+            if len(items) == 1 or not self._isolate:
+                return [exc] * len(items)
+            self.isolations += 1
+            if self._metrics is not None:
+                self._metrics.record_isolation(self.spec.name, self.version)
+            mid = len(items) // 2
+            logger.info(
+                "model %r version %s: a batch of %d requests failed (%s); running the halves "
+                "apart to isolate the request that caused it",
+                self.spec.name,
+                self.version,
+                len(items),
+                type(exc).__name__,
+            )
+            return [*await self._run_isolated(items[:mid]), *await self._run_isolated(items[mid:])]
+        except Exception as exc:
+            # Not about the data (the replica went away, a bug): every waiter gets it.
+            return [exc] * len(items)
 
 
 class DirectExecutor:
@@ -634,19 +709,19 @@ class DirectExecutor:
     def __init__(
         self,
         spec: ModelSpec,
-        execute: Execute,
+        execute: Execute | None = None,
         *,
+        run_batch: BatchRunner | None = None,
         version: str = "",
         max_inflight: int = 2,
         metrics: InferenceRecorder | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        if not callable(execute):
-            raise TypeError(f"execute must be an async callable, got {type(execute).__name__}")
+        run = _runner(execute, run_batch, spec.name)
         _check_inflight(max_inflight)
         self.spec = spec
         self.version = version
-        self._execute = execute
+        self._run = run
         self._metrics = metrics
         self._clock = clock
         # A counter plus FIFO waiters rather than a Semaphore: the limit follows the live
@@ -694,7 +769,7 @@ class DirectExecutor:
             await self._acquire(timeout)
             started = self._clock()
             try:
-                outputs = await self._execute(inputs)
+                outputs = (await self._run([inputs]))[0]
             finally:
                 self._release_slot()
             compute_s = self._clock() - started
@@ -780,8 +855,9 @@ class DirectExecutor:
 
 def make_executor(
     spec: ModelSpec,
-    execute: Execute,
+    execute: Execute | None = None,
     *,
+    run_batch: BatchRunner | None = None,
     version: str = "",
     max_inflight: int = 2,
     metrics: InferenceRecorder | None = None,
@@ -794,5 +870,11 @@ def make_executor(
         else DirectExecutor
     )
     return cls(
-        spec, execute, version=version, max_inflight=max_inflight, metrics=metrics, clock=clock
+        spec,
+        execute,
+        run_batch=run_batch,
+        version=version,
+        max_inflight=max_inflight,
+        metrics=metrics,
+        clock=clock,
     )

@@ -10,6 +10,7 @@ admin checks are :mod:`rayfront.auth`'s.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -27,6 +28,7 @@ from rayfront.protocol.checks import validate_request
 from rayfront.protocol.types import InferRequest, InferResponse
 from rayfront.repository.pbtxt import spec_to_proto
 from rayfront.stats import StatsAggregator
+from rayfront.telemetry import Telemetry
 from rayfront.tensors import TensorDict
 
 logger = logging.getLogger(__name__)
@@ -38,12 +40,12 @@ EXTENSIONS = [
     "model_repository(unload_dependents)",
     "schedule_policy",
     "model_configuration",
-    "system_shared_memory_disabled",
     "statistics",
     "binary_tensor_data",
     "parameters",
     "rayfront_canary",
 ]
+SHM_EXTENSION = "system_shared_memory"
 
 
 class ServingDataPlane:
@@ -59,6 +61,8 @@ class ServingDataPlane:
         canary: CanaryManager | None = None,
         shadow: ShadowMirror | None = None,
         rng: random.Random | None = None,
+        shared_memory: bool = False,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """``recorder`` must feed ``metrics`` and ``stats``; pass the one the loader's batchers
         report to, so every request and execution lands in the same counters."""
@@ -69,6 +73,8 @@ class ServingDataPlane:
         self._canary = canary
         self._shadow = shadow
         self._rng = rng or random.Random()
+        self._extensions = [*EXTENSIONS, SHM_EXTENSION] if shared_memory else list(EXTENSIONS)
+        self.telemetry = telemetry
         self.draining = False
 
     @property
@@ -93,7 +99,7 @@ class ServingDataPlane:
         return all(sv.ready for e in self.models.values() for sv in e.versions.values())
 
     async def server_metadata(self) -> dict[str, Any]:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+        return {"name": SERVER_NAME, "version": __version__, "extensions": self._extensions}
 
     def _entry(self, name: str, version: str = "") -> ModelEntry:
         entry = self.registry.entry(name)
@@ -136,12 +142,25 @@ class ServingDataPlane:
         return spec_to_proto(self._entry(name, version).spec)
 
     async def statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
+        """Triton statistics of every process of the server (replicas count executions)."""
         if name:
             self._entry(name, version)
-        return {"model_stats": self._stats.snapshot(name or None, version or None)}
+        if self.telemetry is None:
+            return {"model_stats": self._stats.snapshot(name or None, version or None)}
+        merged = await asyncio.to_thread(self.telemetry.statistics)
+        return {
+            "model_stats": [
+                s
+                for s in merged
+                if (not name or s["name"] == name) and (not version or s["version"] == version)
+            ]
+        }
 
     async def metrics_text(self) -> bytes:
-        return self._metrics.render()
+        """Prometheus text of every process of the server (see :mod:`rayfront.telemetry`)."""
+        if self.telemetry is None:
+            return self._metrics.render()
+        return await asyncio.to_thread(self.telemetry.metrics_text)
 
     # --- inference ---------------------------------------------------------------------
 
@@ -167,7 +186,7 @@ class ServingDataPlane:
         try:
             require_ready(entry, version, served)
             validate_request(request, entry.spec)
-            outputs = await served.scheduler.submit(
+            outputs = await served.queue.submit(
                 request.inputs, timeout_us=request.timeout_us, priority=request.priority
             )
             ok = True

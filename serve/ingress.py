@@ -8,9 +8,12 @@ wing's gateway binds the listeners; everything it serves is built here.
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,7 +28,9 @@ from rayfront.metrics import ModelMetrics, RecorderGroup
 from rayfront.models import ModelLoader, ModelRegistry
 from rayfront.protocol.grpc_service import DEFAULT_MAX_MESSAGE_BYTES, create_grpc_server
 from rayfront.protocol.http_app import DEFAULT_MAX_BODY_BYTES, HTTPApp, Route, build_http_app
+from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.stats import StatsAggregator
+from rayfront.telemetry import Board, Telemetry
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Ingress:
     canary: CanaryManager
     dataplane: ServingDataPlane
     auth: AdminAuth
+    shm: SharedMemoryRegistry | None = None
+    shm_remote: bool = False
 
     def http_app(
         self,
@@ -53,6 +60,8 @@ class Ingress:
             auth=self.auth,
             max_body_bytes=max_body_bytes,
             extra_routes=[*canary_routes(self.canary), *extra_routes],
+            shm=self.shm,
+            shm_remote=self.shm_remote,
         )
 
     def grpc_server(
@@ -72,6 +81,8 @@ class Ingress:
             auth=self.auth,
             max_message_bytes=max_message_bytes,
             reuse_port=reuse_port,
+            shm=self.shm,
+            shm_remote=self.shm_remote,
         )
 
 
@@ -81,9 +92,19 @@ def assemble(
     admin_token: str | None,
     on_retire: OnRetire | None = None,
     rng: random.Random | None = None,
+    shared_memory: str = "local",
+    shm_dir: Path | None = None,
+    board: Board | None = None,
+    board_prefix: str = "rayfront/telemetry/rayfront/",
+    process: str = "",
 ) -> Ingress:
     """Build an ingress around the loader ``make_loader`` returns (given the recorder its
-    queues report to, so requests and executions land in the same counters)."""
+    queues report to, so requests and executions land in the same counters).
+
+    ``shared_memory`` is the server setting (local, any, off); ``shm_dir`` is where this
+    server's ingress processes on one host share their region registrations (a private
+    temporary directory when not given).
+    """
     metrics, stats = ModelMetrics(), StatsAggregator()
     recorder = RecorderGroup(metrics, stats)
     loader = make_loader(recorder)
@@ -99,6 +120,16 @@ def assemble(
     )
     registry.canary = canary
     shadow = ShadowMirror(canary, recorder, rng)
+    shm: SharedMemoryRegistry | None = None
+    if shared_memory != "off":
+        shm = SharedMemoryRegistry(shm_dir or Path(tempfile.mkdtemp(prefix="rayfront-shm-")))
+    telemetry = (
+        Telemetry(
+            board, board_prefix, process or f"ingress-{os.getpid()}", metrics.render, stats.snapshot
+        )
+        if board is not None
+        else None
+    )
     dataplane = ServingDataPlane(
         registry,
         metrics=metrics,
@@ -107,6 +138,8 @@ def assemble(
         canary=canary,
         shadow=shadow,
         rng=rng,
+        shared_memory=shm is not None,
+        telemetry=telemetry,
     )
     return Ingress(
         metrics=metrics,
@@ -116,6 +149,8 @@ def assemble(
         canary=canary,
         dataplane=dataplane,
         auth=AdminAuth(admin_token),
+        shm=shm,
+        shm_remote=shared_memory == "any",
     )
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -102,6 +102,9 @@ class InferenceRecorder(Protocol):
     def set_pending(self, model: str, version: str, pending: int) -> None:
         """Requests waiting in the queue right now."""
 
+    def record_isolation(self, model: str, version: str) -> None:
+        """A failed batch was split to find the request that failed it."""
+
 
 class RecorderGroup:
     """Fans every report out to several recorders (e.g. metrics and /stats)."""
@@ -144,6 +147,10 @@ class RecorderGroup:
     def set_pending(self, model: str, version: str, pending: int) -> None:
         for r in self.recorders:
             r.set_pending(model, version, pending)
+
+    def record_isolation(self, model: str, version: str) -> None:
+        for r in self.recorders:
+            r.record_isolation(model, version)
 
 
 class _TritonCounters(Collector):
@@ -225,6 +232,12 @@ class ModelMetrics:
             ("model", "version"),
             registry=self.registry,
         )
+        self._isolations = Counter(
+            "rayfront_batch_isolations",
+            "Failed batches split and re-run so that only the request that failed them fails",
+            ("model", "version"),
+            registry=self.registry,
+        )
         # labels() costs a lock and a tuple build per call; on the hot path (several calls
         # per request) that was ~7% of the gateway's CPU, so keep each version's children.
         self._children: dict[tuple[str, str], _Children] = {}
@@ -275,6 +288,10 @@ class ModelMetrics:
     def set_pending(self, model: str, version: str, pending: int) -> None:
         """Queue depth now (Triton's ``nv_inference_pending_request_count``)."""
         self._child(model, version).pending.set(pending)
+
+    def record_isolation(self, model: str, version: str) -> None:
+        """One failed batch split to isolate the request that failed it."""
+        self._isolations.labels(model, version).inc()
 
     def _child(self, model: str, version: str) -> _Children:
         key = (model, version)

@@ -1,9 +1,10 @@
 """The registry of served models: load, reload, unload and index, apart from inference.
 
-A :class:`ModelLoader` turns a repository model into :class:`ServedVersion` objects (each
-a backend plus the queue in front of it); the Ray loader deploys one Serve application per
-version (:mod:`rayfront.deploy.ray_loader`), :class:`LocalModelLoader` runs runtimes
-in-process. :class:`ModelRegistry` owns the table of live models and every change to it:
+A :class:`ModelLoader` turns a repository model into :class:`ServedVersion` objects, each
+the queue a request for that version goes to: the Ray loader deploys one Serve
+application per version and hands requests to its replicas' batchers over the transport
+(:mod:`rayfront.deploy.ray_loader`); :class:`LocalModelLoader` runs each version's
+:class:`~rayfront.engine.VersionEngine` in this process. :class:`ModelRegistry` owns the table of live models and every change to it:
 a reload keeps the versions it still serves running, and a version that appears on reload
 gets no unpinned traffic until a rollout gives it some.
 """
@@ -17,30 +18,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rayfront.batching import DirectExecutor, DynamicBatcher, make_executor
-from rayfront.errors import NotFoundError, RayfrontError, UnavailableError
+from rayfront.batching import VersionQueue
+from rayfront.engine import EngineSettings, VersionEngine
+from rayfront.errors import InternalError, NotFoundError, RayfrontError, UnavailableError
 from rayfront.metrics import InferenceRecorder
 from rayfront.repository.layout import Repository
-from rayfront.runtimes import load_runtime
 from rayfront.spec import ModelSpec
-from rayfront.transport.backend import VersionBackend
-from rayfront.transport.local import LocalBackend
 
 if TYPE_CHECKING:
     from rayfront.canary.controller import CanaryManager
 
 logger = logging.getLogger(__name__)
 
-Scheduler = DynamicBatcher | DirectExecutor
-
 
 @dataclass
 class ServedVersion:
-    """One live version: where it runs and the queue in front of it."""
+    """One live version: the queue its requests go to, and whether it can take them."""
 
     version: str
-    backend: VersionBackend
-    scheduler: Scheduler
+    queue: VersionQueue
     ready: bool = True
     reason: str = ""
 
@@ -75,15 +71,6 @@ class ModelEntry:
         return sv
 
 
-def make_scheduler(
-    spec: ModelSpec, version: str, backend: VersionBackend, recorder: InferenceRecorder | None
-) -> Scheduler:
-    """A dynamic batcher when config.pbtxt asks for one, else one-request-per-execution."""
-    return make_executor(
-        spec, backend.execute, version=version, max_inflight=backend.capacity(), metrics=recorder
-    )
-
-
 class ModelLoader(Protocol):
     """Loads and unloads the versions of a model into backends."""
 
@@ -95,11 +82,17 @@ class ModelLoader(Protocol):
 
 
 class LocalModelLoader:
-    """Loads every served version in-process with :class:`LocalBackend` (no Ray)."""
+    """Loads every served version in this process as a VersionEngine (no Ray)."""
 
-    def __init__(self, root: Path, recorder: InferenceRecorder | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        recorder: InferenceRecorder | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
         self._repo = Repository(root)
         self._recorder = recorder
+        self._settings = settings
 
     def repository(self) -> Repository:
         return self._repo
@@ -110,21 +103,22 @@ class LocalModelLoader:
         spec = self._repo.spec(name)
         entry = ModelEntry(name=name, spec=spec)
         for v in self._repo.served_versions(name):
-            runtime = load_runtime(spec, self._repo.version_dir(name, v))
-            backend = LocalBackend(runtime)
-            entry.versions[str(v)] = ServedVersion(
-                version=str(v),
-                backend=backend,
-                scheduler=make_scheduler(spec, str(v), backend, self._recorder),
+            engine = await asyncio.to_thread(
+                VersionEngine.load,
+                spec,
+                self._repo.version_dir(name, v),
+                str(v),
+                recorder=self._recorder,
+                settings=self._settings,
             )
+            await engine.warm_up()
+            entry.versions[str(v)] = ServedVersion(version=str(v), queue=engine)
         logger.info("loaded model %r versions %s in-process", name, entry.sorted_versions())
         return entry
 
     async def unload(self, entry: ModelEntry) -> None:
         for sv in entry.versions.values():
-            await sv.scheduler.close()
-            if isinstance(sv.backend, LocalBackend):
-                sv.backend.close()
+            await sv.queue.close()
 
 
 class ModelRegistry:
@@ -134,6 +128,8 @@ class ModelRegistry:
         self._loader = loader
         self.canary = canary
         self._models: dict[str, ModelEntry] = {}
+        #: Models whose last load failed, with the reason (shown by the repository index).
+        self._failed: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -165,18 +161,37 @@ class ModelRegistry:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def load_all(self) -> None:
-        """Load every model of the repository; one bad model does not stop the others."""
-        for name in self.repository().models():
+        """Load every model of the repository; one bad model does not stop the others.
+
+        A model that fails to load, for whatever reason (a bad config, a broken file, a
+        replica that raises while starting), is listed by the repository index as
+        UNAVAILABLE with the reason, and everything else serves.
+        """
+        try:
+            names = self.repository().models()
+        except RayfrontError as exc:
+            logger.error("cannot list the model repository: %s", exc.message)
+            return
+        for name in names:
             try:
                 await self._load(name)
-            except RayfrontError as exc:
-                logger.error("model %r failed to load: %s", name, exc.message)
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, RayfrontError) else _first_line(exc)
+                self._failed[name] = reason
+                logger.error("model %r failed to load: %s", name, reason)
 
     async def load_model(self, name: str) -> None:
         """(Re)load ``name`` from the repository (the repository API's load)."""
         if name not in self.repository().models():
             raise NotFoundError(f"model '{name}' is not in the repository")
-        await self._load(name)
+        try:
+            await self._load(name)
+        except RayfrontError as exc:
+            self._failed[name] = exc.message
+            raise
+        except Exception as exc:
+            self._failed[name] = _first_line(exc)
+            raise InternalError(f"failed to load model '{name}': {_first_line(exc)}") from None
         logger.info("model %r (re)loaded through the repository API", name)
 
     async def unload_model(self, name: str) -> None:
@@ -217,6 +232,7 @@ class ModelRegistry:
             )
             # No await between the swap and the policy update: no request sees a gap.
             self._models[name] = entry
+            self._failed.pop(name, None)
             if old is not None:
                 self._hold_new_versions(old, entry, previous)
             if self.canary is not None:
@@ -224,7 +240,7 @@ class ModelRegistry:
             if old is not None:
                 for version, served in old.versions.items():
                     if version in entry.versions:
-                        await served.scheduler.close()
+                        await served.queue.close()
                 stale = {v: sv for v, sv in old.versions.items() if v not in entry.versions}
                 if stale:
                     await self._loader.unload(ModelEntry(name=name, spec=old.spec, versions=stale))
@@ -255,8 +271,9 @@ class ModelRegistry:
             entry = self._models.get(name)
             if entry is None:
                 if not ready_only:
+                    reason = self._failed.get(name, "unloaded")
                     out.append(
-                        {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
+                        {"name": name, "version": "", "state": "UNAVAILABLE", "reason": reason}
                     )
                 continue
             for v in entry.sorted_versions():
@@ -277,7 +294,14 @@ class ModelRegistry:
         """Drain every version's queue (the server is stopping)."""
         for entry in list(self._models.values()):
             for sv in entry.versions.values():
-                await sv.scheduler.close()
+                await sv.queue.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """One line for an unexpected failure (a Serve deploy error carries a whole traceback)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def require_ready(entry: ModelEntry, version: str, sv: ServedVersion) -> None:

@@ -35,7 +35,10 @@ class AutoscalingSettings(BaseModel):
     target_ongoing_requests: float = Field(
         default=1.5,
         gt=0,
-        description="Target in-flight BATCHES per replica (the gateway sends one call per batch).",
+        description=(
+            "Target load per replica, in batches: batches executing plus requests queued "
+            "divided by max_batch_size (see rayfront.deploy.autoscaling)."
+        ),
     )
     upscale_delay_s: float = Field(
         default=3.0, ge=0, description="Sustained load before scaling up."
@@ -76,8 +79,8 @@ class ModelOverrides(BaseModel):
     autoscaling: AutoscalingSettings | None = Field(default=None, description="Autoscaling.")
     num_cpus: float | None = Field(default=None, ge=0, description="CPUs per replica.")
     num_gpus: float | None = Field(default=None, ge=0, description="GPUs per replica.")
-    inflight_batches_per_replica: int | None = Field(
-        default=None, ge=1, description="Batches a replica runs at once (pipelining)."
+    batches_in_flight_per_instance: int | None = Field(
+        default=None, ge=1, le=8, description="Batches each execution instance keeps in flight."
     )
 
 
@@ -100,11 +103,45 @@ class ServerSettings(BaseModel):
         default=DEFAULT_MAX_BODY_BYTES, gt=0, description="Largest request body accepted."
     )
     gateway_replicas: int = Field(
-        default=1, ge=1, description="Gateway replicas; they share the ports via SO_REUSEPORT."
+        default=1,
+        ge=1,
+        description=(
+            "Ingress processes per cluster; on one node they share the ports (SO_REUSEPORT) "
+            "and their requests meet in each replica's batcher."
+        ),
     )
     gateway_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per gateway.")
-    inflight_batches_per_replica: int = Field(
-        default=2, ge=1, description="Batches in flight per model replica (one runs, one waits)."
+    batches_in_flight_per_instance: int | None = Field(
+        default=None,
+        ge=1,
+        le=8,
+        description=(
+            "Batches each execution instance keeps in flight; default 3 on a GPU, 2 on a CPU "
+            "(one runs while the next is collated)."
+        ),
+    )
+    arena_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Shared memory each ingress process sets aside for tensors on their way to the "
+            "replicas on its host; 0 = send every tensor through the socket."
+        ),
+    )
+    shared_memory: Literal["local", "any", "off"] = Field(
+        default="local",
+        description=(
+            "Triton's system shared-memory extension: for clients on the server's own host "
+            "('local'), for any client ('any': the server then opens /dev/shm objects a remote "
+            "client names), or off."
+        ),
+    )
+    transport_tcp: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description=(
+            "Whether replicas also listen on their node's address: 'auto' when the cluster "
+            "has more than one node (ingress elsewhere), else Unix sockets only."
+        ),
     )
     replica_num_cpus: float = Field(
         default=0.25,
@@ -125,44 +162,44 @@ class ServerSettings(BaseModel):
     app_prefix: str = Field(
         default="rayfront", description="Prefix of the Serve application names rayfront owns."
     )
-    data_path: Literal["fast", "handle"] = Field(
-        default="fast",
-        description=(
-            "How batches reach model replicas. 'fast': rayfront's own binary protocol over a "
-            "Unix socket (same node) or TCP, to every replica found in Ray's GCS KV, with "
-            "autoscaling on the replicas' reported in-flight batches; a Serve handle call is "
-            "the fallback until a replica's endpoint is known. 'handle': one Ray Serve "
-            "DeploymentHandle call per batch (~2 ms of gateway CPU each on small machines)."
-        ),
-    )
 
     def autoscaling_for(self, spec: ModelSpec) -> AutoscalingSettings:
-        """Autoscaling: Serve-config override, else config.pbtxt parameters, else instance count."""
+        """Autoscaling: Serve-config override, else config.pbtxt parameters, else one replica.
+
+        ``instance_group.count`` is not a replica count: it is the execution instances
+        inside each replica, as in Triton (see :func:`rayfront.engine.instance_plan`).
+        """
         override = self.models.get(spec.name)
         if override is not None and override.autoscaling is not None:
             return override.autoscaling
-        count = sum(g.count for g in spec.instance_groups) or 1
         params = spec.parameters
         return AutoscalingSettings(
-            min_replicas=int(params.get(PARAM_MIN_REPLICAS, count)),
-            max_replicas=int(params.get(PARAM_MAX_REPLICAS, max(count, 1))),
+            min_replicas=int(params.get(PARAM_MIN_REPLICAS, 1)),
+            max_replicas=int(params.get(PARAM_MAX_REPLICAS, 1)),
             target_ongoing_requests=float(params.get(PARAM_TARGET_ONGOING, 1.5)),
         )
 
     def resources_for(self, spec: ModelSpec) -> dict[str, float]:
-        """Ray actor resources per replica, from instance_group unless overridden."""
+        """Ray actor resources per replica: a KIND_GPU group's ``gpus`` (or one GPU), unless
+        overridden (a fraction lets several versions share a GPU)."""
         override = self.models.get(spec.name) or ModelOverrides()
-        gpus = (
-            override.num_gpus if override.num_gpus is not None else (1.0 if spec.uses_gpu else 0.0)
-        )
+        if override.num_gpus is not None:
+            gpus = override.num_gpus
+        elif spec.uses_gpu:
+            named = {i for g in spec.instance_groups if g.kind == "KIND_GPU" for i in g.gpus}
+            gpus = float(max(len(named), 1))
+        else:
+            gpus = 0.0
         cpus = override.num_cpus if override.num_cpus is not None else self.replica_num_cpus
         return {"num_cpus": cpus, "num_gpus": gpus}
 
-    def inflight_for(self, model: str) -> int:
+    def engine_for(self, model: str) -> dict[str, int]:
+        """The replica engine's settings for ``model`` (rayfront.engine.EngineSettings)."""
         override = self.models.get(model)
-        if override is not None and override.inflight_batches_per_replica is not None:
-            return override.inflight_batches_per_replica
-        return self.inflight_batches_per_replica
+        depth = self.batches_in_flight_per_instance
+        if override is not None and override.batches_in_flight_per_instance is not None:
+            depth = override.batches_in_flight_per_instance
+        return {} if depth is None else {"depth": depth}
 
     def version_app_name(self, model: str, version: int | str) -> str:
         """Serve application name of one model version (one app each, so each can come and go)."""

@@ -108,6 +108,41 @@ class InstanceGroup(_Frozen):
     gpus: tuple[int, ...] = Field(default=(), description="GPU ids for KIND_GPU.")
 
 
+class WarmupInput(_Frozen):
+    """One input of a warm-up sample (Triton's ``ModelWarmup.Input``)."""
+
+    datatype: str = Field(description="KServe v2 datatype name.")
+    dims: Dims = Field(description="Shape of one row (without the batch dim when batching).")
+    source: Literal["zero", "random", "file"] = Field(
+        default="zero", description="Zeros, random data, or the bytes of a file."
+    )
+    file: str = Field(
+        default="", description="With source=file: a file name in the model's warmup/ folder."
+    )
+
+    @field_validator("datatype")
+    @classmethod
+    def _datatype(cls, v: str) -> str:
+        return check_datatype(v)
+
+    @model_validator(mode="after")
+    def _file(self) -> WarmupInput:
+        if (self.source == "file") != bool(self.file):
+            raise ValueError("a warm-up input names a file exactly when its source is 'file'")
+        if self.file and ("/" in self.file or self.file.startswith(".")):
+            raise ValueError(f"warm-up file {self.file!r} must be a plain name in warmup/")
+        return self
+
+
+class ModelWarmup(_Frozen):
+    """One warm-up sample run before a version reports ready (Triton's ``model_warmup``)."""
+
+    name: str = Field(min_length=1, description="Sample name, for logs.")
+    batch_size: int = Field(default=1, ge=0, description="Rows; 0 for non-batching models.")
+    count: int = Field(default=1, ge=1, description="Times the sample runs.")
+    inputs: dict[str, WarmupInput] = Field(description="Every input the model needs.")
+
+
 class VersionPolicy(_Frozen):
     """Which versions are served (Triton's ModelVersionPolicy)."""
 
@@ -136,6 +171,9 @@ class ModelSpec(_Frozen):
     )
     parameters: dict[str, str] = Field(
         default_factory=dict, description="Free-form `parameters` (runtime options, autoscaling)."
+    )
+    model_warmup: tuple[ModelWarmup, ...] = Field(
+        default=(), description="Warm-up samples; none = rayfront warms up its batch sizes."
     )
     default_model_filename: str = Field(default="", description="Override of model file name.")
 

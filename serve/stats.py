@@ -118,6 +118,9 @@ class StatsAggregator:
     def set_pending(self, model: str, version: str, pending: int) -> None:
         """Triton's statistics have no queue-depth field; accepted for the recorder protocol."""
 
+    def record_isolation(self, model: str, version: str) -> None:
+        """Triton's statistics have no such field; accepted for the recorder protocol."""
+
     def snapshot(self, model: str | None = None, version: str | None = None) -> list[StatsDict]:
         """ModelStatistics dicts, optionally for one model and/or version, sorted by name."""
         with self._lock:

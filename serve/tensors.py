@@ -5,12 +5,19 @@ are each element's 4-byte little-endian length followed by its bytes, in row-maj
 JSON tensors are flat (or nested) lists; BYTES elements are UTF-8 strings.
 
 Decoding never copies numeric binary data: :func:`tensor_from_raw` is ``np.frombuffer`` on
-the caller's buffer, so the returned array is read-only and keeps the body alive.
+the caller's buffer, so the returned array is read-only and keeps the body alive. A
+:class:`FileTensor` stands for bytes still in a file region (a client's shared-memory
+region): it is read once, with ``pread``, straight into wherever the batch is collated.
+
+Shapes are checked with Python integers before anything is allocated: rank at most
+:data:`MAX_RANK`, and element counts that the bytes at hand could actually hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -21,8 +28,8 @@ from rayfront.dtypes import check_datatype, from_numpy, to_numpy
 from rayfront.errors import InvalidArgumentError
 
 Buffer = bytes | bytearray | memoryview
-#: Tensors by name: the one shape every layer passes around (wire, batcher, runtimes).
-TensorDict = dict[str, np.ndarray]
+#: numpy's own limit; a deeper shape is a client error, never a server fault.
+MAX_RANK = 64
 
 _LITTLE = np.little_endian
 
@@ -36,6 +43,108 @@ _WIRE_DTYPES: dict[str, np.dtype] = {
         *("INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"),
     )
 }
+
+
+class FileRef:
+    """An open file descriptor, closed when the last tensor or region using it goes.
+
+    Reference counting (not an explicit close) keeps a descriptor valid for requests still
+    in flight when their region is unregistered, so a recycled descriptor number can never
+    make a request read somebody else's file.
+    """
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class FileTensor:
+    """A tensor whose bytes are in a file at ``offset``; read on demand with ``pread``.
+
+    ``pread`` returns short where a ``mmap`` would raise SIGBUS, so a region truncated by
+    its owner mid-flight fails this request cleanly instead of killing the process.
+    """
+
+    __slots__ = ("dev", "dtype", "file", "ino", "offset", "shape")
+
+    def __init__(
+        self,
+        file: FileRef | int,
+        offset: int,
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+        *,
+        path: str = "",
+        dev: int = 0,
+        ino: int = 0,
+    ) -> None:
+        self.file = file if isinstance(file, FileRef) else FileRef(os.dup(file), path)
+        self.offset = offset
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.dev = dev
+        self.ino = ino
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def reference(self) -> list[object]:
+        """Where the bytes are, for a reader on the same host (the transport's ``where``)."""
+        return ["f", self.file.path, self.offset, self.dev, self.ino]
+
+    def read_into(self, dst: np.ndarray | memoryview) -> None:
+        """Copy the bytes into ``dst`` (a C-contiguous buffer of exactly ``nbytes``)."""
+        view = memoryview(dst).cast("B")
+        if len(view) != self.nbytes:
+            raise ValueError(f"destination holds {len(view)} bytes, tensor has {self.nbytes}")
+        done = 0
+        while done < len(view):
+            n = os.preadv(self.file.fd, [view[done:]], self.offset + done)
+            if n <= 0:
+                raise InvalidArgumentError(
+                    f"shared memory {self.file.path!r}: only {done} of {self.nbytes} bytes at "
+                    f"offset {self.offset} could be read; the region shrank or was removed"
+                )
+            done += n
+
+    def numpy(self) -> np.ndarray:
+        """The tensor as a new native-order array."""
+        arr = np.empty(self.shape, dtype=self.dtype)
+        self.read_into(arr)
+        return arr if self.dtype.isnative else arr.astype(self.dtype.newbyteorder("="))
+
+
+Tensor = np.ndarray | FileTensor
+#: Tensors by name: the one shape every layer passes around (wire, batcher, runtimes).
+TensorDict = dict[str, Tensor]
+
+
+def as_array(value: Tensor) -> np.ndarray:
+    """``value`` as an ndarray (a file tensor is read)."""
+    return value.numpy() if isinstance(value, FileTensor) else value
+
+
+def to_wire_dtype(datatype: str) -> np.dtype:
+    """The little-endian numpy dtype of a numeric KServe datatype (the wire's byte order)."""
+    try:
+        return _WIRE_DTYPES[datatype]
+    except KeyError:
+        raise InvalidArgumentError(f"datatype {datatype!r} has no fixed-size wire form") from None
 
 
 def _where(name: str, model: str) -> str:
@@ -69,13 +178,18 @@ def check_shape(shape: Any, *, name: str, model: str) -> tuple[int, ...]:
         raise InvalidArgumentError(
             f"{_where(name, model)}: shape must be a list of integers, got {shape!r}"
         ) from None
+    if len(dims) > MAX_RANK:
+        raise InvalidArgumentError(
+            f"{_where(name, model)}: shape has {len(dims)} dimensions; at most {MAX_RANK} "
+            "are supported"
+        )
     out = []
     for d in dims:
         # bool is an int subclass; a JSON `true` in a shape is a client bug, not dim 1.
         if isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 0:
             raise InvalidArgumentError(
                 f"{_where(name, model)}: shape must be a list of non-negative integers, "
-                f"got {dims!r}"
+                f"got {_fmt_shape(dims[:8])}{'...' if len(dims) > 8 else ''}"
             )
         out.append(int(d))
     return tuple(out)
@@ -90,6 +204,12 @@ def deserialize_bytes(buf: Buffer, count: int, *, name: str, model: str) -> np.n
     """Decode ``count`` length-prefixed BYTES elements into a 1-D object array of bytes."""
     mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else buf
     size = len(mv)
+    if count * 4 > size:
+        # Every element takes at least its 4-byte length: refuse before allocating `count`.
+        raise InvalidArgumentError(
+            f"{_where(name, model)}: BYTES data holds {size // 4} elements, expected {count} "
+            f"(its {size} bytes have room for at most {size // 4} 4-byte length prefixes)"
+        )
     out = np.empty(count, dtype=np.object_)
     offset = 0
     for i in range(count):

@@ -277,6 +277,29 @@ async def http_point(
             c.close()
 
 
+async def http_requests_point(
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float,
+    check: ResponseCheck | None = None,
+    on_tick: Tick | None = None,
+) -> LoopResult:
+    """Like :func:`http_point`, but each connection re-sends its own request (one per entry),
+    e.g. a shared-memory request naming that connection's own output region."""
+    callers = [HttpCaller(host, port, r, timeout_s, check) for r in requests]
+    try:
+        for c in callers:
+            with contextlib.suppress(CallError):
+                await c.connect()
+        return await closed_loop(callers, duration_s, warmup_s, on_tick)
+    finally:
+        for c in callers:
+            c.close()
+
+
 # --- gRPC ---------------------------------------------------------------------------------
 
 

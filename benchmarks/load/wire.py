@@ -68,21 +68,63 @@ def encode_infer_body(
     return head + b"".join(blobs), len(head)
 
 
+def encode_shm_infer_body(
+    inputs: list[tuple[str, str, list[int], str, int, int]],
+    outputs: list[tuple[str, str, int, int]],
+) -> bytes:
+    """A JSON request whose tensors are in system shared memory (Triton's extension).
+
+    ``inputs``: (name, datatype, shape, region, byte_size, offset); ``outputs``: (name,
+    region, byte_size, offset). The body carries no tensor bytes at all.
+    """
+    doc: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {
+                    "shared_memory_region": region,
+                    "shared_memory_byte_size": size,
+                    "shared_memory_offset": offset,
+                },
+            }
+            for name, datatype, shape, region, size, offset in inputs
+        ],
+        "outputs": [
+            {
+                "name": name,
+                "parameters": {
+                    "shared_memory_region": region,
+                    "shared_memory_byte_size": size,
+                    "shared_memory_offset": offset,
+                },
+            }
+            for name, region, size, offset in outputs
+        ],
+    }
+    return orjson.dumps(doc)
+
+
 def build_http_request(
     host: str,
     port: int,
     path: str,
     body: bytes,
-    header_length: int,
+    header_length: int | None,
     extra_headers: dict[str, str] | None = None,
 ) -> bytes:
-    """A complete keep-alive HTTP/1.1 POST, built once and re-sent by the closed-loop client."""
+    """A complete keep-alive HTTP/1.1 POST, built once and re-sent by the closed-loop client.
+
+    ``header_length`` None sends a plain JSON body (no binary tensors follow it).
+    """
     lines = [
         f"POST {path} HTTP/1.1",
         f"Host: {host}:{port}",
-        "Content-Type: application/octet-stream",
+        "Content-Type: "
+        + ("application/json" if header_length is None else "application/octet-stream"),
         f"Content-Length: {len(body)}",
-        f"{HEADER_LENGTH}: {header_length}",
+        *([] if header_length is None else [f"{HEADER_LENGTH}: {header_length}"]),
         "Connection: keep-alive",
     ]
     lines += [f"{k}: {v}" for k, v in (extra_headers or {}).items()]

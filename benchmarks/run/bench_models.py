@@ -266,10 +266,13 @@ def make_variant(
 ) -> Path:
     """Copy ``model`` from ``source`` into ``dest`` with ``setting`` written into its config.
 
-    Only ``dynamic_batching`` and ``instance_group`` change; model files are hard-linked, so
-    every variant serves byte-identical weights. Returns the variant's model directory.
+    Only ``dynamic_batching``, ``instance_group`` and the replica parameters change. Model
+    files are hard-linked, so every variant serves byte-identical weights; ``config.pbtxt``
+    is always a new file of the variant's own (written through a hard link, it would change
+    the source and every other variant too). Returns the variant's model directory.
     """
     from rayfront.repository.pbtxt import read_config, render_config
+    from rayfront.settings import PARAM_MAX_REPLICAS, PARAM_MIN_REPLICAS
     from rayfront.spec import DynamicBatching, InstanceGroup
 
     src_dir = source / model
@@ -277,18 +280,29 @@ def make_variant(
     dst_dir = dest / model
     if dst_dir.exists():
         shutil.rmtree(dst_dir)
-    shutil.copytree(src_dir, dst_dir, copy_function=_link_or_copy)
+    shutil.copytree(
+        src_dir,
+        dst_dir,
+        copy_function=_link_or_copy,
+        ignore=shutil.ignore_patterns("config.pbtxt"),
+    )
     batching = None
     max_batch = spec.max_batch_size
     if setting.enabled:
         max_batch = setting.max_batch_size or spec.max_batch_size
         batching = DynamicBatching(max_queue_delay_microseconds=setting.max_queue_delay_us)
     kind = "KIND_GPU" if device == "cuda" else "KIND_CPU"
+    replicas = str(setting.replicas)
     new = spec.model_copy(
         update={
             "max_batch_size": max(max_batch, 1),
             "dynamic_batching": batching,
-            "instance_groups": (InstanceGroup(kind=kind, count=setting.replicas),),
+            "instance_groups": (InstanceGroup(kind=kind, count=1),),
+            "parameters": {
+                **spec.parameters,
+                PARAM_MIN_REPLICAS: replicas,
+                PARAM_MAX_REPLICAS: replicas,
+            },
         }
     )
     (dst_dir / "config.pbtxt").write_text(render_config(new), encoding="utf-8")

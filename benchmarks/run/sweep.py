@@ -373,10 +373,19 @@ class Runner:
         if "batcher" in cfg.targets:
             for setting in cfg.batching:
                 self._batcher(mr, work, setting, variants)
-        for target, cls in (("bare", BareServer), ("serve", PlainServeServer)):
-            if target in cfg.targets:
-                server = cls(self.logs, model.name, onnx_path, cfg.device, cfg.tensorrt)
-                self._served(mr, server, work, "")
+        if "bare" in cfg.targets:
+            bare = BareServer(self.logs, model.name, onnx_path, cfg.device, cfg.tensorrt)
+            self._served(mr, bare, work, "")
+        if "serve" in cfg.targets:
+            plain = PlainServeServer(
+                self.logs,
+                model.name,
+                onnx_path,
+                cfg.device,
+                cfg.tensorrt,
+                max_batch_size=model.max_batch_size,
+            )
+            self._served(mr, plain, work, "")
         protocols = tuple(
             t.removeprefix("rayfront-")
             for t in ("rayfront-http", "rayfront-grpc")

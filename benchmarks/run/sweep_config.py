@@ -26,9 +26,9 @@ TARGETS: tuple[str, ...] = (
 #: What each target is, for the report.
 TARGET_DESCRIPTIONS: dict[str, str] = {
     "raw": "ONNX Runtime session.run in-process at each batch size, no server (the limit)",
-    "batcher": "rayfront's runtime + dynamic batcher in-process, no Ray, no transport",
+    "batcher": "rayfront's engine (instances, batch slots, dynamic batcher) in-process, no Ray, no transport",
     "bare": "single-process uvicorn+httptools KServe v2 binary endpoint, one session.run per request",
-    "serve": "plain Ray Serve deployment behind Serve's default HTTP proxy, one session.run per request",
+    "serve": "plain Ray Serve configured as a competent user would: @serve.batch, max_ongoing_requests above the batch, throughput-optimized mode",
     "rayfront-http": "rayfront serve, KServe v2 HTTP with binary tensors",
     "rayfront-grpc": "rayfront serve, KServe v2 gRPC (Triton GRPCInferenceService)",
 }

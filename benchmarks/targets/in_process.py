@@ -1,16 +1,16 @@
-"""Runtime-level target: rayfront's runtime + dynamic batcher in-process, no Ray, no transport.
+"""Runtime-level target: rayfront's engine in-process, no Ray, no transport, no HTTP.
 
-Concurrent closed-loop callers ``submit`` straight into :func:`rayfront.batching.make_executor`
-around :func:`rayfront.runtimes.load_runtime`, with one execution thread as the
-``ModelVersion`` deployment has. The gap between this and ``raw`` is the batcher's cost;
-the gap between this and ``rayfront-http`` is transport plus Ray hops. Never imports Ray.
+Concurrent closed-loop callers ``submit`` straight into a
+:class:`~rayfront.engine.VersionEngine`: the same execution instances, batch slots and
+dynamic batcher a ModelVersion replica runs. The gap between this and ``raw`` is the
+engine's cost (batching, collation, copies); the gap between this and ``rayfront-http``
+is the ingress and the transport. Never imports Ray.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +22,28 @@ logger = logging.getLogger(__name__)
 
 
 class InProcessBatcher:
-    """A loaded runtime behind rayfront's executor (batcher or direct, per the config)."""
+    """A model version's engine (instances + batcher, per the config) in this process."""
 
     def __init__(self, repository: Path, model: str, max_inflight: int = 2) -> None:
         try:
-            from rayfront.batching import make_executor
+            from rayfront.engine import EngineSettings, VersionEngine
             from rayfront.repository.layout import Repository
-            from rayfront.runtimes import load_runtime
         except ImportError as err:
             raise FailedPreconditionError(
-                f"failed to start: rayfront's runtime/batcher is not importable ({err})"
+                f"failed to start: rayfront's engine is not importable ({err})"
             ) from None
         repo = Repository(repository)
         self.spec = repo.spec(model)
         version = max(repo.versions(model))
-        self.runtime: Any = load_runtime(self.spec, repo.version_dir(model, version))
-        self._make_executor = make_executor
-        self._max_inflight = max_inflight
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bench-{model}")
+        self.engine: Any = VersionEngine.load(
+            self.spec,
+            repo.version_dir(model, version),
+            str(version),
+            settings=EngineSettings(depth=max_inflight),
+        )
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.runtime.close()
+        asyncio.run(self.engine.close())
 
     def measure(
         self,
@@ -56,28 +56,24 @@ class InProcessBatcher:
         """One closed-loop point of ``concurrency`` callers submitting ``work.inputs``."""
 
         async def run() -> LoopResult:
-            loop = asyncio.get_running_loop()
-
-            async def execute(inputs: dict[str, Any]) -> dict[str, Any]:
-                return await loop.run_in_executor(self._pool, self.runtime.infer, inputs)
-
-            # A fresh executor per point: it binds to the running loop on first submit.
-            executor = self._make_executor(
-                self.spec, execute, version="1", max_inflight=self._max_inflight
-            )
+            engine = self.engine
+            # The batcher belongs to the loop it first runs on: each point gets its own.
+            engine.queue = engine.make_queue()
+            if not engine.ready:
+                await engine.warm_up()
 
             async def call() -> None:
                 try:
-                    out = await executor.submit(work.inputs)
+                    out = await engine.submit(work.inputs)
                 except RayfrontError as err:
                     raise CallError(f"{type(err).__name__}: {err.message}") from None
                 arr = out.get(work.output)
                 if arr is None or arr.shape[:1] != (work.rows,):
-                    raise CallError(f"batcher returned {sorted(out)} without {work.rows} rows")
+                    raise CallError(f"engine returned {sorted(out)} without {work.rows} rows")
 
             try:
                 return await closed_loop([call] * concurrency, duration_s, warmup_s, on_tick)
             finally:
-                await executor.close()
+                await engine.queue.close()
 
         return run_async(run())

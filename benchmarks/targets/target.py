@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 Protocol = Literal["http", "grpc"]
 HOST = "127.0.0.1"
 
-# Environment that would point a child at another Ray cluster or change Serve's proxy path.
+# Environment that would point a child at another Ray cluster (the plain Serve baseline sets
+# its own performance knobs).
 _RAY_ENV_DROP = ("RAY_ADDRESS", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
 
 
@@ -201,15 +202,22 @@ class BareServer(SubprocessServer):
 
 
 class PlainServeServer(SubprocessServer):
-    """Plain Ray Serve deployment behind the default proxy (:mod:`.serve_plain`), own Ray."""
+    """Plain Ray Serve, configured as a competent user would (:mod:`.serve_plain`), own Ray."""
 
     def __init__(
-        self, log_dir: Path, model: str, model_path: Path, device: str, tensorrt: bool
+        self,
+        log_dir: Path,
+        model: str,
+        model_path: Path,
+        device: str,
+        tensorrt: bool,
+        max_batch_size: int = 32,
     ) -> None:
         super().__init__(f"serve-{model}", log_dir, model)
         self.model_path = model_path
         self.device = device
         self.tensorrt = tensorrt
+        self.max_batch_size = max_batch_size
 
     def command(self) -> list[str]:
         cmd = [
@@ -219,6 +227,7 @@ class PlainServeServer(SubprocessServer):
             "--host", HOST,
             "--port", str(self.http_port),
             "--device", self.device,
+            "--max-batch-size", str(self.max_batch_size),
         ]  # fmt: skip
         return [*cmd, "--tensorrt"] if self.tensorrt else cmd
 

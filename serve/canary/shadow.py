@@ -66,7 +66,7 @@ class ShadowMirror:
         started = time.perf_counter()
         candidate_out: TensorDict | None = None
         try:
-            candidate_out = await entry.versions[target].scheduler.submit(inputs)
+            candidate_out = await entry.versions[target].queue.submit(inputs)
         except RayfrontError as exc:
             logger.warning("shadow request to %s v%s failed: %s", entry.name, target, exc.message)
         except Exception:

@@ -1,19 +1,26 @@
-"""Serve autoscaling policy for model versions fed by the fast path.
+"""Serve autoscaling policy for model versions: scale on the queue, where batching lives.
 
-Serve's default policy scales on "ongoing requests" counted by deployment handles. With
-the fast path (:mod:`rayfront.transport.frames`) the gateway sends batches over its own sockets,
-so handles see next to nothing and the default policy would scale a busy version down.
-Each ModelVersion replica instead reports the batches it has in flight on both paths
-(``record_autoscaling_stats``), and :func:`inflight_policy` scales on that against the
-deployment's ``target_ongoing_requests``, exactly as the default policy does on its count.
+Requests reach a replica over rayfront's transport, not Serve handles, so Serve's own
+"ongoing requests" count sees almost nothing. Each ModelVersion replica instead reports
+its engine's load every metrics interval (``record_autoscaling_stats``):
 
-Bounds and delays: Ray Serve 2.60 wraps every custom deployment policy with its own
-``_apply_autoscaling_config`` (``ray/serve/autoscaling_policy.py``), which applies
-``upscale_delay_s``/``downscale_delay_s`` (timestamps kept in ``policy_state``), the
-up/downscaling factors, the cold-start path from zero, and the min/max bounds. Applying the
-delays here too would double them, so this function only decides the desired count and
-clamps it to ``capacity_adjusted_min/max_replicas``; the unit tests run it through Serve's
-wrapper to check the delays hold end to end.
+* ``inflight``: batches executing, time-averaged;
+* ``queued``: requests waiting in the batcher, time-averaged;
+* ``queue_wait_s``: how long the requests dispatched in the window had waited;
+* ``capacity`` and ``max_batch``: batches the replica runs at once, rows per batch.
+
+:func:`queue_policy` turns that into a replica count. Each replica's load, in batch
+units, is ``inflight + queued / max_batch``; the deployment wants
+``sum(load) / target_ongoing_requests`` replicas. A sustained queue therefore asks for as
+many replicas as it would take to drain it, in one decision, rather than the 1.33x a
+capped in-flight count allows. When requests also wait longer than
+``TARGET_QUEUE_WAIT_S``, the count grows at least in proportion (up to 4x a decision).
+
+Bounds and delays: Ray Serve wraps every custom policy with ``_apply_autoscaling_config``
+(``ray/serve/autoscaling_policy.py``), which applies ``upscale_delay_s`` and
+``downscale_delay_s`` (damping), the scaling factors, the cold start from zero (driven by
+requests queued on handles, which is how a version scaled to zero wakes up) and the
+min/max bounds. This function only decides the desired count.
 
 The module is cloudpickled by value into the Serve controller (Serve does that for custom
 policies), so it imports nothing from rayfront.
@@ -28,32 +35,51 @@ if TYPE_CHECKING:
     from ray.serve.config import AutoscalingContext
 
 #: Import path for ``autoscaling_config.policy.policy_function``.
-POLICY_PATH = "rayfront.deploy.autoscaling:inflight_policy"
-#: The custom metric each replica reports: time-averaged batches in flight (both paths).
-METRIC_INFLIGHT = "inflight_batches"
-#: Peak batches in flight over the same interval (reported for dashboards and debugging).
-METRIC_INFLIGHT_PEAK = "inflight_batches_peak"
+POLICY_PATH = "rayfront.deploy.autoscaling:queue_policy"
+#: The custom metrics each replica reports (names of ``VersionEngine.load_report`` keys).
+METRIC_INFLIGHT = "inflight"
+METRIC_QUEUED = "queued"
+METRIC_QUEUE_WAIT = "queue_wait_s"
+METRIC_CAPACITY = "capacity"
+METRIC_MAX_BATCH = "max_batch"
+#: Requests waiting longer than this on average are a reason to scale up by itself.
+TARGET_QUEUE_WAIT_S = 0.05
+#: The most one decision multiplies the replica count by on queue wait alone.
+MAX_WAIT_GROWTH = 4.0
 #: Key in policy_state holding the load the last decision saw (for logs and tests).
-STATE_LOAD = "rayfront_inflight_load"
+STATE_LOAD = "rayfront_load"
+STATE_WAIT = "rayfront_queue_wait_s"
 
 
-def observed_load(ctx: AutoscalingContext) -> float:
-    """Batches in flight across the deployment's replicas.
+def _finite(values: Any) -> list[float]:
+    return [float(v) for v in (values or {}).values() if v is not None and v == v]
 
-    The replicas' in-flight metric (averaged by Serve over ``look_back_period_s``) covers
-    both paths; handle calls are in it too, so taking the larger of it and Serve's own
-    handle count never double-counts, and still sees load before the first reports
-    arrive (a replica that just started has reported nothing yet).
+
+def observed_load(ctx: AutoscalingContext) -> tuple[float, float]:
+    """(total load in batches, mean queue wait in seconds) over the deployment's replicas.
+
+    Handle calls (the fallback while endpoints are unknown, and cold starts) are counted
+    too, one batch each, so load shows before the first replica has reported.
     """
     metrics = ctx.aggregated_metrics or {}
-    per_replica = metrics.get(METRIC_INFLIGHT) or {}
-    reported = float(sum(v for v in per_replica.values() if v is not None and v == v))
-    handles = ctx.total_num_requests or 0.0
-    return max(reported, float(handles))
+    inflight = metrics.get(METRIC_INFLIGHT) or {}
+    queued = metrics.get(METRIC_QUEUED) or {}
+    max_batch = metrics.get(METRIC_MAX_BATCH) or {}
+    load = 0.0
+    for replica, running in inflight.items():
+        if running is None or running != running:
+            continue
+        rows = max(float(max_batch.get(replica) or 1.0), 1.0)
+        waiting = queued.get(replica) or 0.0
+        load += float(running) + float(waiting if waiting == waiting else 0.0) / rows
+    handles = float(ctx.total_num_requests or 0.0)
+    waits = _finite(metrics.get(METRIC_QUEUE_WAIT))
+    wait = sum(waits) / len(waits) if waits else 0.0
+    return max(load, handles), wait
 
 
-def inflight_policy(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
-    """Desired replicas = batches in flight / ``target_ongoing_requests``, within bounds.
+def queue_policy(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
+    """Desired replicas from the replicas' queues and batches in flight, within bounds.
 
     Returns ``(desired replicas, policy_state)``; Serve rounds up, applies the delays and
     the bounds (see the module docstring).
@@ -67,7 +93,11 @@ def inflight_policy(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
     target = float(ctx.config.target_ongoing_requests) if ctx.config is not None else 1.0
     if not target > 0 or math.isinf(target):
         target = 1.0
-    load = observed_load(ctx)
+    load, wait = observed_load(ctx)
     state[STATE_LOAD] = load
+    state[STATE_WAIT] = wait
     desired = load / target
+    if wait > TARGET_QUEUE_WAIT_S:
+        growth = min(wait / TARGET_QUEUE_WAIT_S, MAX_WAIT_GROWTH)
+        desired = max(desired, ctx.current_num_replicas * growth)
     return max(float(low), min(float(high), desired)), state

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from rayfront.deploy import kv
 from rayfront.deploy.ray_loader import RayModelLoader
 from rayfront.errors import UnavailableError
 from rayfront.ingress import assemble, describe
@@ -26,6 +31,21 @@ STATUS_REFRESH_S = 1.0
 DRAIN_TIMEOUT_S = 25.0
 
 
+def _replica_id() -> str:
+    from ray import serve
+
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except RuntimeError:
+        return str(os.getpid())
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def _replica_rank() -> int:
     from ray import serve
 
@@ -34,6 +54,31 @@ def _replica_rank() -> int:
     except RuntimeError:
         return 0
     return int(getattr(rank, "rank", rank) or 0)
+
+
+def shm_registry_dir(http_port: int, node_id: str) -> Path | None:
+    """Where this server's ingress processes on one host share shared-memory registrations.
+
+    One directory per user, port and Ray node (a node id is new each time a cluster
+    starts), so a restarted server starts with no registrations, as Triton does, and two
+    servers on one host never mix theirs. Directories of earlier runs are removed. With
+    port 0 every ingress listens on its own port: each gets a private temporary one.
+    """
+    if not http_port:
+        return None
+    root = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    prefix = f"rayfront-shm-{os.getuid()}-{http_port}-"
+    mine = root / f"{prefix}{node_id[:16]}"
+    for old in root.glob(f"{prefix}*"):
+        if old != mine and old.is_dir() and not old.is_symlink() and old.owner() == _user():
+            shutil.rmtree(old, ignore_errors=True)
+    return mine
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
 
 
 def listen_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -73,8 +118,19 @@ class Gateway:
             self.loader = RayModelLoader(s, recorder)
             return self.loader
 
-        self.ingress = assemble(make_loader, admin_token=s.admin_token, on_retire=self._on_retire)
+        self.ingress = assemble(
+            make_loader,
+            admin_token=s.admin_token,
+            on_retire=self._on_retire,
+            shared_memory=s.shared_memory,
+            shm_dir=shm_registry_dir(s.http_port, _node_id()),
+            board=kv.KVBoard(),
+            board_prefix=kv.telemetry_prefix(s.app_prefix),
+            process=f"ingress-{_replica_id()}",
+        )
         await self.ingress.registry.load_all()
+        if self.ingress.dataplane.telemetry is not None:
+            self.ingress.dataplane.telemetry.start()
         assert self.loader is not None
         self.loader.refresh(self.ingress.registry.models)
 
@@ -164,9 +220,19 @@ class Gateway:
         logger.info("gateway draining")
         for task in getattr(self, "_background", []):
             task.cancel()
-        self._http.should_exit = True
-        if self._grpc is not None:
-            await self._grpc.stop(grace=DRAIN_TIMEOUT_S)
-        await asyncio.wait_for(asyncio.shield(self._http_task), timeout=DRAIN_TIMEOUT_S + 5)
-        await self.ingress.dataplane.close()
+        # __init__ may have failed part-way: stop only what was started.
+        http = getattr(self, "_http", None)
+        if http is not None:
+            http.should_exit = True
+        grpc_server = getattr(self, "_grpc", None)
+        if grpc_server is not None:
+            await grpc_server.stop(grace=DRAIN_TIMEOUT_S)
+        http_task = getattr(self, "_http_task", None)
+        if http_task is not None:
+            await asyncio.wait_for(asyncio.shield(http_task), timeout=DRAIN_TIMEOUT_S + 5)
+        ingress = getattr(self, "ingress", None)
+        if ingress is not None:
+            await ingress.dataplane.close()
+            if ingress.dataplane.telemetry is not None:
+                await ingress.dataplane.telemetry.stop()
         logger.info("gateway drained")

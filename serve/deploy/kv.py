@@ -41,3 +41,29 @@ def list_endpoints(app_name: str) -> dict[str, Endpoint]:
         except ValueError as exc:
             logger.warning("ignoring malformed endpoint %s: %s", key, exc)
     return out
+
+
+class KVBoard:
+    """:class:`rayfront.telemetry.Board` on Ray's GCS KV (every process of the cluster)."""
+
+    def put(self, key: str, value: bytes) -> None:
+        publish(key, value)
+
+    def items(self, prefix: str) -> dict[str, bytes]:
+        from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list
+
+        out: dict[str, bytes] = {}
+        for raw_key in _internal_kv_list(prefix, namespace=KV_NAMESPACE):
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            value = _internal_kv_get(key, namespace=KV_NAMESPACE)
+            if value is not None:
+                out[key] = value
+        return out
+
+    def delete(self, key: str) -> None:
+        delete(key)
+
+
+def telemetry_prefix(app_prefix: str) -> str:
+    """Where one server's processes publish their telemetry snapshots."""
+    return f"rayfront/telemetry/{app_prefix}/"

@@ -1,150 +1,137 @@
-"""The ModelVersion Ray Serve deployment: one loaded runtime, one batch per call.
+"""The ModelVersion Ray Serve deployment: one replica of one model version.
 
-The Gateway forms batches and sends each as one call, so this replica only executes. A
-one-thread executor serialises executions: a second in-flight batch is decoded while the
-first runs (pipelining) instead of fighting it for the cores.
+A replica runs a :class:`~rayfront.engine.VersionEngine` (execution instances, the
+dynamic batcher, the warm-up) behind a transport server (:mod:`rayfront.transport`).
+Every ingress process sends its requests here, so batches fill from all of them. The
+server listens on a Unix socket in a private directory; on a multi-node cluster also on
+the node's address, for ingress processes elsewhere (mutually authenticated either way).
+Its endpoint is published in Ray's GCS KV under ``rayfront/ep/<app>/<replica id>``.
 
-Batches arrive two ways. The transport (:mod:`rayfront.transport`) is a socket server
-started with the replica; its endpoint is published in Ray's GCS KV under
-``rayfront/ep/<app>/<replica id>`` so every gateway finds every replica (a handle call
-reaches only one). The ``infer`` handle method stays as the fallback the gateway uses
-until it has discovered an endpoint. Serve's own request metrics only see handle calls,
-so :meth:`ModelVersion.record_autoscaling_stats` reports the batches in flight on both
-paths for :func:`rayfront.deploy.autoscaling.inflight_policy`.
+Serve owns the lifecycle: ``__init__`` returns (and the replica becomes ready) only once
+the engine has warmed up, so no request ever meets a cold model; ``check_health`` fails
+when the transport has stopped, so Serve restarts the replica; ``record_autoscaling_stats``
+reports the engine's queue for :func:`rayfront.deploy.autoscaling.queue_policy`. The
+``submit`` handle method is the path requests take before their ingress has discovered
+an endpoint (and how a version scaled to zero is woken).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from rayfront.deploy import kv
-from rayfront.deploy.autoscaling import METRIC_INFLIGHT, METRIC_INFLIGHT_PEAK
+from rayfront.engine import EngineSettings, VersionEngine
+from rayfront.metrics import ModelMetrics, RecorderGroup
 from rayfront.repository.layout import Repository
-from rayfront.runtimes import load_runtime
-from rayfront.runtimes.base import Runtime
+from rayfront.stats import StatsAggregator
+from rayfront.telemetry import Telemetry
 from rayfront.tensors import TensorDict
 from rayfront.transport.discovery import (
-    Endpoint,
     endpoint_key,
+    private_socket_path,
+    remove_socket_path,
     sweep_stale_sockets,
-    uds_path,
 )
 from rayfront.transport.server import TransportServer
 
 logger = logging.getLogger(__name__)
 
-# A gateway deletes an endpoint it cannot connect to (the crash case). Re-publishing this
+# An ingress deletes an endpoint it cannot connect to (the crash case). Re-publishing this
 # often heals a deletion after a transient failure, and is one cheap GCS call.
 REPUBLISH_S = 5.0
 DRAIN_TIMEOUT_S = 25.0
-# After unpublishing, keep answering this long: gateways refresh endpoints every second,
+# After unpublishing, keep answering this long: ingresses refresh endpoints every second,
 # so they stop choosing this replica before it starts refusing (no retries needed).
 UNPUBLISH_GRACE_S = 1.5
 
 
-class InflightMeter:
-    """Batches in flight, time-averaged and peaked between two reads (Serve's metric pushes)."""
+def _alive_nodes() -> int:
+    import ray
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self.current = 0
-        now = self._clock()
-        self._since = now
-        self._last = now
-        self._area = 0.0
-        self._peak = 0
-
-    def _advance(self) -> None:
-        now = self._clock()
-        self._area += self.current * (now - self._last)
-        self._last = now
-
-    def enter(self) -> None:
-        self._advance()
-        self.current += 1
-        self._peak = max(self._peak, self.current)
-
-    def exit(self) -> None:
-        self._advance()
-        self.current -= 1
-
-    def read(self) -> tuple[float, int]:
-        """(time-averaged in-flight, peak) since the previous read; starts a new interval."""
-        self._advance()
-        span = self._last - self._since
-        avg = self._area / span if span > 0 else float(self.current)
-        peak = self._peak
-        self._since, self._area, self._peak = self._last, 0.0, self.current
-        return avg, peak
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
 class ModelVersion:
-    """Serve deployment body for one (model, version). Wrapped by ``serve.deployment`` in app.py."""
+    """Serve deployment body for one (model, version); wrapped in version_app.py."""
 
     async def __init__(
-        self, repository: str, model: str, version: int, data_path: str = "handle"
+        self,
+        repository: str,
+        model: str,
+        version: int,
+        engine: dict[str, Any] | None = None,
+        tcp: str = "auto",
+        telemetry: str = "rayfront",
     ) -> None:
-        repo = Repository(Path(repository))
-        self.model = model
-        self.version = str(version)
-        self.spec = repo.spec(model)
-        started = time.perf_counter()
-        self.runtime: Runtime = load_runtime(self.spec, repo.version_dir(model, version))
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
-        self._meter = InflightMeter()
-        self._fastpath: TransportServer | None = None
-        self._kv_key: str | None = None
-        self._endpoint_json = b""
-        self._republish: asyncio.Task[None] | None = None
-        if data_path == "fast":
-            await self._start_fastpath()
-        logger.info(
-            "loaded model %r version %s in %.2fs: %s",
-            model,
-            version,
-            time.perf_counter() - started,
-            self.runtime.describe(),
-        )
-
-    async def _start_fastpath(self) -> None:
         import ray
         from ray import serve
 
+        repo = Repository(Path(repository))
+        self.model = model
+        self.version = str(version)
+        spec = repo.spec(model)
+        started = time.perf_counter()
         ctx = serve.get_replica_context()
-        replica_id = ctx.replica_id.unique_id
-        app_name = ctx.app_name
-        node_id = ray.get_runtime_context().get_node_id()
-        path = uds_path(app_name, replica_id)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        removed = await asyncio.to_thread(sweep_stale_sockets, os.path.dirname(path))
-        if removed:
-            logger.info("removed %d fast-path sockets left by stopped replicas", len(removed))
-        server = TransportServer(self.infer, name=f"{self.model} v{self.version}")
-        endpoint: Endpoint = await server.start(
-            uds_path=path,
-            host=ray.util.get_node_ip_address(),
-            node_id=node_id,
-            replica=replica_id,
+        self._replica_id = ctx.replica_id.unique_id
+        self._app_name = ctx.app_name
+        # Executions, batch sizes and queue waits are counted here, where batching lives;
+        # every ingress shows them through the telemetry board.
+        self.metrics, self.stats = ModelMetrics(), StatsAggregator()
+        self.engine = await asyncio.to_thread(
+            VersionEngine.load,
+            spec,
+            repo.version_dir(model, version),
+            self.version,
+            recorder=RecorderGroup(self.metrics, self.stats),
+            settings=EngineSettings.model_validate(engine or {}),
         )
-        self._fastpath = server
-        self._kv_key = endpoint_key(app_name, replica_id)
+        await self.engine.warm_up()
+        self.telemetry = Telemetry(
+            kv.KVBoard(),
+            kv.telemetry_prefix(telemetry),
+            f"replica-{self._app_name}-{self._replica_id}",
+            self.metrics.render,
+            self.stats.snapshot,
+        )
+        self.telemetry.start()
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._tcp = tcp
+        self._transport = TransportServer(self.engine.handle, name=f"{model} v{version}")
+        self._uds = await asyncio.to_thread(private_socket_path)
+        removed = await asyncio.to_thread(sweep_stale_sockets)
+        if removed:
+            logger.info("removed %d socket directories left by stopped replicas", len(removed))
+        host = ray.util.get_node_ip_address() if await self._wants_tcp() else None
+        endpoint = await self._transport.start(
+            uds_path=self._uds, host=host, node_id=self._node_id, replica=self._replica_id
+        )
+        self._kv_key = endpoint_key(self._app_name, self._replica_id)
         self._endpoint_json = endpoint.model_dump_json().encode()
         await asyncio.to_thread(self._publish)
         self._republish = asyncio.get_running_loop().create_task(self._republish_loop())
+        logger.info(
+            "model %r version %s ready in %.2fs: %s",
+            model,
+            version,
+            time.perf_counter() - started,
+            self.engine.describe(),
+        )
+
+    async def _wants_tcp(self) -> bool:
+        """TCP on the node's address only when an ingress elsewhere may need it."""
+        if self._tcp in ("always", "never"):
+            return self._tcp == "always"
+        return await asyncio.to_thread(_alive_nodes) > 1
 
     def _publish(self) -> None:
-        if self._kv_key is not None:
-            kv.publish(self._kv_key, self._endpoint_json)
+        kv.publish(self._kv_key, self._endpoint_json)
 
     def _unpublish(self) -> None:
-        if self._kv_key is not None:
-            kv.delete(self._kv_key)
+        kv.delete(self._kv_key)
 
     async def _republish_loop(self) -> None:
         while True:
@@ -152,48 +139,45 @@ class ModelVersion:
             try:
                 await asyncio.to_thread(self._publish)
             except Exception as exc:  # GCS briefly unreachable: keep serving, retry later
-                logger.warning("could not re-publish the fast-path endpoint: %s", exc)
+                logger.warning("could not re-publish the transport endpoint: %s", exc)
 
-    async def infer(self, inputs: TensorDict) -> TensorDict:
-        """Run one batch (full tensors, batch dim included) and return every output."""
-        loop = asyncio.get_running_loop()
-        self._meter.enter()
-        try:
-            return await loop.run_in_executor(self._executor, self.runtime.infer, inputs)
-        finally:
-            self._meter.exit()
+    async def submit(
+        self, inputs: TensorDict, timeout_us: int | None = None, priority: int = 0
+    ) -> TensorDict:
+        """One request through a Serve handle (before the ingress knows the endpoint)."""
+        return await self.engine.submit(inputs, timeout_us=timeout_us, priority=priority)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Custom autoscaling metrics; Serve calls this each metrics interval.
+        """The engine's load this window; Serve calls this each metrics interval."""
+        return self.engine.load_report()
 
-        Handle-based "ongoing requests" miss fast-path batches, so the in-flight count
-        here (both paths) is what :func:`rayfront.deploy.autoscaling.inflight_policy` scales on.
-        """
-        avg, peak = self._meter.read()
-        return {METRIC_INFLIGHT: avg, METRIC_INFLIGHT_PEAK: float(peak)}
+    async def check_health(self) -> None:
+        if self._republish.done():
+            raise RuntimeError("the endpoint re-publishing task stopped")
 
     def describe(self) -> dict[str, str]:
-        out = {"model": self.model, "version": self.version, **self.runtime.describe()}
-        if self._fastpath is not None and self._fastpath.endpoint is not None:
-            out["fastpath"] = self._fastpath.endpoint.describe()
+        out = {"model": self.model, "version": self.version, **self.engine.describe()}
+        if self._transport.endpoint is not None:
+            out["transport"] = self._transport.endpoint.describe()
         return out
 
     async def __del__(self) -> None:
-        """Graceful stop: unpublish first (gateways stop choosing us), drain, then free."""
+        """Graceful stop: unpublish first (ingresses stop choosing us), drain, then free."""
         republish = getattr(self, "_republish", None)
         if republish is not None:
             republish.cancel()
-        fastpath = getattr(self, "_fastpath", None)
-        if fastpath is not None:
+        transport = getattr(self, "_transport", None)
+        if transport is not None:
             try:
                 await asyncio.to_thread(self._unpublish)
                 await asyncio.sleep(UNPUBLISH_GRACE_S)
-            except Exception as exc:  # GCS gone at cluster shutdown; gateways drop us anyway
-                logger.warning("could not unpublish the fast-path endpoint: %s", exc)
-            await fastpath.close(timeout_s=DRAIN_TIMEOUT_S)
-        executor = getattr(self, "_executor", None)
-        if executor is not None:
-            executor.shutdown(wait=True)
-        runtime = getattr(self, "runtime", None)
-        if runtime is not None:
-            runtime.close()
+            except Exception as exc:  # GCS gone at cluster shutdown; ingresses drop us anyway
+                logger.warning("could not unpublish the transport endpoint: %s", exc)
+            await transport.close(timeout_s=DRAIN_TIMEOUT_S)
+            remove_socket_path(self._uds)
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            await engine.close()
+        telemetry = getattr(self, "telemetry", None)
+        if telemetry is not None:
+            await telemetry.stop()

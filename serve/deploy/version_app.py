@@ -31,21 +31,22 @@ RAY_ENV_VARS: dict[str, str] = {
 SERVE_LOGGING = {"enable_access_log": False, "log_level": "INFO"}
 
 
+#: Handle calls a replica takes at once: the fallback path before an ingress has found the
+#: endpoint, and the cold start from zero. They queue in the replica's batcher like
+#: transport requests, so the cap only needs to be above a batch.
+MAX_HANDLE_CALLS = 1024
+
+
 def version_options(settings: ServerSettings, spec: ModelSpec) -> dict[str, Any]:
     autoscaling: AutoscalingSettings = settings.autoscaling_for(spec)
-    inflight = settings.inflight_for(spec.name)
     autoscaling_config = autoscaling.to_serve()
-    if settings.data_path == "fast":
-        # Handles no longer see the fast path's batches; scale on what replicas report.
-        autoscaling_config["policy"] = {"policy_function": POLICY_PATH}
+    # Handles see almost none of the traffic; scale on the queue the replicas report.
+    autoscaling_config["policy"] = {"policy_function": POLICY_PATH}
     return {
         "name": DEPLOYMENT_NAME,
         "autoscaling_config": autoscaling_config,
         "ray_actor_options": settings.resources_for(spec),
-        # The gateway keeps at most `inflight` batches per replica; the slack absorbs the
-        # moment between a downscale and the gateway noticing it. A batch is ONE request
-        # here, so this never caps the batch size (max_batch_size rows per call).
-        "max_ongoing_requests": inflight * 2,
+        "max_ongoing_requests": MAX_HANDLE_CALLS,
         "graceful_shutdown_timeout_s": 30.0,
         "health_check_period_s": 5.0,
         "logging_config": SERVE_LOGGING,
@@ -58,5 +59,10 @@ def version_application(
     """The Serve application for one model version."""
     deployment = serve.deployment(ModelVersion).options(**version_options(settings, spec))
     return deployment.bind(
-        str(settings.repository), spec.name, int(version), data_path=settings.data_path
+        str(settings.repository),
+        spec.name,
+        int(version),
+        engine=settings.engine_for(spec.name),
+        tcp=settings.transport_tcp,
+        telemetry=settings.app_prefix,
     )

@@ -18,6 +18,8 @@ from tritonclient.grpc import service_pb2 as pb
 from rayfront import tensors
 from rayfront.dtypes import to_numpy
 from rayfront.errors import InvalidArgumentError
+from rayfront.protocol import shared_memory as shm_ext
+from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import (
     PARAM_PRIORITY,
     PARAM_ROUTE_KEY,
@@ -108,7 +110,9 @@ def _typed_contents(tensor: Any, model: str) -> np.ndarray:
         ) from None
 
 
-def infer_request_from_pb(msg: Any, *, route_key: str | None = None) -> InferRequest:
+def infer_request_from_pb(
+    msg: Any, *, route_key: str | None = None, shm: SharedMemoryRegistry | None = None
+) -> InferRequest:
     """Decode a ``ModelInferRequest``; ``route_key`` is the metadata header, if any."""
     model = msg.model_name
     if not model:
@@ -129,10 +133,22 @@ def infer_request_from_pb(msg: Any, *, route_key: str | None = None) -> InferReq
             raise InvalidArgumentError(f"request to model '{model}': input {i} has no name")
         if name in inputs:
             raise InvalidArgumentError(f"input '{name}' of model '{model}': given more than once")
-        if "shared_memory_region" in tensor.parameters:
-            raise InvalidArgumentError(
-                f"input '{name}' of model '{model}': shared memory inputs are not supported"
+        if shm_ext.wants_shm(tensor.parameters):
+            if shm is None:
+                raise shm_ext.disabled("input", name, model)
+            if n_raw or tensor.HasField("contents"):
+                raise InvalidArgumentError(
+                    f"input '{name}' of model '{model}': has both shared memory and data"
+                )
+            region, offset, nbytes = shm_ext.region_args(
+                params_from_pb(tensor.parameters), role="input", tensor=name, model=model
             )
+            dt = tensors.check_datatype_for(tensor.datatype, name=name, model=model)
+            dims = tensors.check_shape(tensor.shape, name=name, model=model)
+            inputs[name] = shm.input_tensor(
+                region, offset, nbytes, dt, dims, tensor=name, model=model
+            )
+            continue
         if n_raw:
             if tensor.HasField("contents"):
                 raise InvalidArgumentError(
@@ -157,12 +173,15 @@ def infer_request_from_pb(msg: Any, *, route_key: str | None = None) -> InferReq
                         f"non-negative integer, got {value!r}"
                     )
                 classes = value
-            if "shared_memory_region" in out.parameters:
-                raise InvalidArgumentError(
-                    f"output '{out.name}' of model '{model}': shared memory outputs are not "
-                    "supported"
+            region: tuple[str, int, int] | None = None
+            if shm_ext.wants_shm(out.parameters):
+                if shm is None:
+                    raise shm_ext.disabled("output", out.name, model)
+                region = shm_ext.region_args(
+                    params_from_pb(out.parameters), role="output", tensor=out.name, model=model
                 )
-            outputs.append(RequestedOutput(name=out.name, class_count=classes))
+                shm.check_output(*region, tensor=out.name, model=model)
+            outputs.append(RequestedOutput(name=out.name, class_count=classes, shm=region))
 
     params = params_from_pb(msg.parameters)
     request = InferRequest(
@@ -192,7 +211,11 @@ def infer_request_from_pb(msg: Any, *, route_key: str | None = None) -> InferReq
     return request
 
 
-def infer_response_to_pb(response: InferResponse, request: InferRequest | None = None) -> Any:
+def infer_response_to_pb(
+    response: InferResponse,
+    request: InferRequest | None = None,
+    shm: SharedMemoryRegistry | None = None,
+) -> Any:
     """Encode ``response`` as a ``ModelInferResponse`` with ``raw_output_contents``.
 
     Outputs the request did not ask for are dropped; classification outputs become
@@ -216,6 +239,21 @@ def infer_response_to_pb(response: InferResponse, request: InferRequest | None =
                 continue
             if req.class_count:
                 arr = tensors.classify(arr, req.class_count, name=name)
+            if req.shm is not None and shm is not None:
+                region, offset, size = req.shm
+                written = shm.write_output(
+                    region, offset, size, arr, tensor=name, model=response.model_name
+                )
+                out = msg.outputs.add(
+                    name=name, datatype=tensors.datatype_of(arr, name=name), shape=arr.shape
+                )
+                params = {shm_ext.PARAM_REGION: region, shm_ext.PARAM_BYTE_SIZE: written}
+                if offset:
+                    params[shm_ext.PARAM_OFFSET] = offset
+                params_to_pb(params, out.parameters)
+                # tritonclient pairs outputs with raw contents by position: keep them aligned.
+                raws.append(b"")
+                continue
         msg.outputs.add(name=name, datatype=tensors.datatype_of(arr, name=name), shape=arr.shape)
         raws.append(tensors.raw_bytes(arr))
     msg.raw_output_contents.extend(raws)

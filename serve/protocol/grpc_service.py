@@ -21,13 +21,16 @@ from tritonclient.grpc import service_pb2_grpc
 
 from rayfront.auth import AdminAuth
 from rayfront.errors import (
+    InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     RayfrontError,
     client_message,
     status_for,
 )
 from rayfront.protocol import grpc_codec
 from rayfront.protocol.contract import InferenceService, RepositoryService
+from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import PARAM_ROUTE_KEY, InferRequest
 
 logger = logging.getLogger(__name__)
@@ -83,11 +86,15 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         *,
         auth: AdminAuth,
         offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
+        shm: SharedMemoryRegistry | None = None,
+        shm_remote: bool = False,
     ) -> None:
         self.dataplane = dataplane
         self.repository = repository
         self._auth = auth
         self.offload_bytes = offload_bytes
+        self.shm = shm
+        self._shm_remote = shm_remote
 
     # --- health and metadata ----------------------------------------------------------
 
@@ -150,23 +157,74 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # --- inference ---------------------------------------------------------------------
 
-    async def _infer(self, request: Any, route_key: str | None) -> Any:
+    # --- system shared memory (Triton's extension) ------------------------------------
+
+    def _shm_for(self, context: grpc.aio.ServicerContext) -> SharedMemoryRegistry | None:
+        if self.shm is None or not (self._shm_remote or _is_local_peer(context.peer())):
+            return None
+        return self.shm
+
+    def _shm_admin(self, context: grpc.aio.ServicerContext) -> SharedMemoryRegistry:
+        shm = self._shm_for(context)
+        if shm is None:
+            if self.shm is None:
+                raise InvalidArgumentError("system shared memory is not enabled on this server")
+            raise PermissionDeniedError(
+                "system shared memory is only for clients on the server's own host"
+            )
+        return shm
+
+    @_aborts_on_error
+    async def SystemSharedMemoryStatus(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        regions = self._shm_admin(context).status(request.name or None)
+        response = pb.SystemSharedMemoryStatusResponse()
+        for r in regions:
+            response.regions[r["name"]].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(**r)
+            )
+        return response
+
+    @_aborts_on_error
+    async def SystemSharedMemoryRegister(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        self._shm_admin(context).register(
+            request.name, request.key, request.offset, request.byte_size
+        )
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_aborts_on_error
+    async def SystemSharedMemoryUnregister(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        self._shm_admin(context).unregister(request.name or None)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    # --- inference ---------------------------------------------------------------------
+
+    async def _infer(
+        self, request: Any, route_key: str | None, shm: SharedMemoryRegistry | None = None
+    ) -> Any:
         # Raw contents decode as zero-copy views; typed contents are worth a thread when big.
         big_in = not request.raw_input_contents and request.ByteSize() > self.offload_bytes
         if big_in:
             infer_request: InferRequest = await asyncio.to_thread(
-                grpc_codec.infer_request_from_pb, request, route_key=route_key
+                grpc_codec.infer_request_from_pb, request, route_key=route_key, shm=shm
             )
         else:
-            infer_request = grpc_codec.infer_request_from_pb(request, route_key=route_key)
+            infer_request = grpc_codec.infer_request_from_pb(request, route_key=route_key, shm=shm)
         response = await self.dataplane.infer(infer_request)
         if sum(a.nbytes for a in response.outputs.values()) > self.offload_bytes:
-            return await asyncio.to_thread(grpc_codec.infer_response_to_pb, response, infer_request)
-        return grpc_codec.infer_response_to_pb(response, infer_request)
+            return await asyncio.to_thread(
+                grpc_codec.infer_response_to_pb, response, infer_request, shm
+            )
+        return grpc_codec.infer_response_to_pb(response, infer_request, shm)
 
     @_aborts_on_error
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._infer(request, _route_key(context))
+        return await self._infer(request, _route_key(context), self._shm_for(context))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -177,6 +235,7 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         come back out of order; clients match them by ``id``.
         """
         route_key = _route_key(context)
+        shm = self._shm_for(context)
         results: asyncio.Queue[Any] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         done = object()
@@ -184,7 +243,9 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def one(msg: Any) -> None:
             try:
-                out = pb.ModelStreamInferResponse(infer_response=await self._infer(msg, route_key))
+                out = pb.ModelStreamInferResponse(
+                    infer_response=await self._infer(msg, route_key, shm)
+                )
             except RayfrontError as exc:
                 out = _stream_error(msg, exc.message)
             except Exception as exc:
@@ -229,6 +290,12 @@ def _stream_error(msg: Any, message: str) -> Any:
     )
 
 
+def _is_local_peer(peer: str) -> bool:
+    """Whether a gRPC peer (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:...``) is on
+    this host."""
+    return peer.startswith(("unix:", "ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D"))
+
+
 def _route_key(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == PARAM_ROUTE_KEY and isinstance(value, str):
@@ -246,6 +313,8 @@ def create_grpc_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = False,
     options: Sequence[tuple[str, Any]] = (),
+    shm: SharedMemoryRegistry | None = None,
+    shm_remote: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """A not-yet-started server with the service bound to ``host:port``; returns the port.
 
@@ -267,6 +336,8 @@ def create_grpc_server(
             dataplane,
             repository if repository is not None else dataplane,  # type: ignore[arg-type]
             auth=auth if auth is not None else AdminAuth(None),
+            shm=shm,
+            shm_remote=shm_remote,
         ),
         server,
     )

@@ -33,11 +33,13 @@ from rayfront.errors import (
     InvalidArgumentError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     RayfrontError,
     UnavailableError,
 )
 from rayfront.protocol import http_codec
 from rayfront.protocol.contract import InferenceService, RepositoryService
+from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import InferRequest, InferResponse
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class RequestContext:
     body: bytes
     query_string: bytes = b""
     admin_token: str | None = None
+    #: Whether the client connected from this host (loopback or a Unix socket).
+    local: bool = False
 
     def query(self) -> dict[str, str]:
         """Query parameters (last value wins)."""
@@ -255,6 +259,8 @@ class HTTPApp:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         extra_routes: Sequence[Route | tuple[Any, ...]] = (),
         offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
+        shm: SharedMemoryRegistry | None = None,
+        shm_remote: bool = False,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be > 0, got {max_body_bytes}")
@@ -263,6 +269,8 @@ class HTTPApp:
         self.max_body_bytes = max_body_bytes
         self.offload_bytes = offload_bytes
         self._auth = auth
+        self.shm = shm
+        self._shm_remote = shm_remote
         self.router = Router()
         for route in (*self._builtin_routes(), *extra_routes):
             # A plain (method, pattern, handler[, admin]) tuple is accepted as a Route.
@@ -278,6 +286,13 @@ class HTTPApp:
             Route("POST", "/v2/repository/models/{model}/load", self._load, admin=True),
             Route("POST", "/v2/repository/models/{model}/unload", self._unload, admin=True),
             Route("GET", "/metrics", self._metrics),
+            Route("GET", "/v2/systemsharedmemory/status", self._shm_status),
+            Route("GET", "/v2/systemsharedmemory/region/{region}/status", self._shm_status),
+            Route("POST", "/v2/systemsharedmemory/region/{region}/register", self._shm_register),
+            Route(
+                "POST", "/v2/systemsharedmemory/region/{region}/unregister", self._shm_unregister
+            ),
+            Route("POST", "/v2/systemsharedmemory/unregister", self._shm_unregister),
         ]
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             r += [
@@ -331,6 +346,7 @@ class HTTPApp:
                 body=body,
                 query_string=scope.get("query_string", b""),
                 admin_token=presented_token(headers),
+                local=_is_local(scope.get("client")),
             )
             if route.admin:
                 self._auth.check(ctx.admin_token, f"{method} {path}")
@@ -449,9 +465,43 @@ class HTTPApp:
     async def _metrics(self, ctx: RequestContext) -> Response:
         return Response(await self.dataplane.metrics_text(), 200, METRICS_CONTENT_TYPE)
 
+    def _shm_for(self, ctx: RequestContext) -> SharedMemoryRegistry | None:
+        """The registry, when this client may use it (same host, unless opened wider)."""
+        if self.shm is None or not (ctx.local or self._shm_remote):
+            return None
+        return self.shm
+
+    def _shm_admin(self, ctx: RequestContext) -> SharedMemoryRegistry:
+        shm = self._shm_for(ctx)
+        if shm is None:
+            if self.shm is None:
+                raise InvalidArgumentError("system shared memory is not enabled on this server")
+            raise PermissionDeniedError(
+                "system shared memory is only for clients on the server's own host"
+            )
+        return shm
+
+    async def _shm_status(self, ctx: RequestContext) -> Response:
+        return Response.json(self._shm_admin(ctx).status(ctx.params.get("region")))
+
+    async def _shm_register(self, ctx: RequestContext) -> Response:
+        shm = self._shm_admin(ctx)
+        doc = ctx.json()
+        if not isinstance(doc, dict):
+            raise InvalidArgumentError("shared memory register: the body must be a JSON object")
+        shm.register(
+            ctx.params["region"], doc.get("key"), doc.get("offset", 0), doc.get("byte_size")
+        )
+        return Response(b"", 200)
+
+    async def _shm_unregister(self, ctx: RequestContext) -> Response:
+        self._shm_admin(ctx).unregister(ctx.params.get("region"))
+        return Response(b"", 200)
+
     async def _infer(self, ctx: RequestContext) -> Response:
         p = ctx.params
         model = p["model"]
+        shm = self._shm_for(ctx)
         headers = ctx.headers
         body = ctx.body
         big = len(body) > self.offload_bytes
@@ -472,12 +522,13 @@ class HTTPApp:
             model_version=p.get("version", ""),
             header_length=header_length,
             route_key=headers.get(http_codec.ROUTE_KEY_HEADER),
+            shm=shm,
         )
         response = await self.dataplane.infer(request)
         out_bytes = sum(a.nbytes for a in response.outputs.values())
         big = out_bytes > self.offload_bytes
         accept = headers.get("accept-encoding")
-        out, hlen, enc = await self._offload(big, _encode, response, request, accept)
+        out, hlen, enc = await self._offload(big, _encode, response, request, accept, shm)
         extra: list[tuple[str, str]] = []
         if hlen is not None:
             extra.append(("inference-header-content-length", str(hlen)))
@@ -487,10 +538,21 @@ class HTTPApp:
         return Response(out, 200, content_type, extra)
 
 
+def _is_local(client: Any) -> bool:
+    """Whether an ASGI ``client`` is on this host (a Unix socket has no address)."""
+    if not client:
+        return True
+    host = client[0]
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
 def _encode(
-    response: InferResponse, request: InferRequest, accept: str | None
+    response: InferResponse,
+    request: InferRequest,
+    accept: str | None,
+    shm: SharedMemoryRegistry | None = None,
 ) -> tuple[bytes, int | None, str | None]:
-    body, hlen = http_codec.encode_infer_response(response, request)
+    body, hlen = http_codec.encode_infer_response(response, request, shm)
     body, enc = http_codec.compress(body, accept)
     return body, hlen, enc
 
@@ -537,6 +599,8 @@ def build_http_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     extra_routes: Sequence[Route | tuple[Any, ...]] = (),
     offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
+    shm: SharedMemoryRegistry | None = None,
+    shm_remote: bool = False,
 ) -> HTTPApp:
     """The KServe v2 / Triton HTTP ASGI app over ``dataplane`` and ``repository``.
 
@@ -544,7 +608,8 @@ def build_http_app(
     ``max_body_bytes`` caps request bodies (before and after decompression). ``auth``
     guards the admin routes (repository load/unload and ``extra_routes`` marked
     ``admin``); without it the admin API is off. ``extra_routes`` add endpoints (same
-    method and pattern as a built-in is an error).
+    method and pattern as a built-in is an error). ``shm`` enables Triton's system
+    shared-memory extension, for clients on this host unless ``shm_remote``.
     """
     return HTTPApp(
         dataplane,
@@ -553,4 +618,6 @@ def build_http_app(
         max_body_bytes=max_body_bytes,
         extra_routes=extra_routes,
         offload_bytes=offload_bytes,
+        shm=shm,
+        shm_remote=shm_remote,
     )

@@ -19,6 +19,8 @@ from google.protobuf.message import Message
 
 from rayfront import tensors
 from rayfront.errors import InvalidArgumentError, PayloadTooLargeError, client_message, status_for
+from rayfront.protocol import shared_memory as shm_ext
+from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import (
     PARAM_BINARY_OUTPUT,
     PARAM_PRIORITY,
@@ -35,7 +37,6 @@ JSON_CONTENT_TYPE = b"application/json"
 BINARY_CONTENT_TYPE = b"application/octet-stream"
 
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
-_SHM_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 # zlib window bits: gzip wrapper, zlib wrapper (what tritonclient's "deflate" sends), raw.
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _CHUNK = 1 << 20
@@ -161,7 +162,9 @@ def request_parameters(
         request.route_key = str(key)
 
 
-def _requested_outputs(raw: Any, model: str) -> list[RequestedOutput] | None:
+def _requested_outputs(
+    raw: Any, model: str, shm: SharedMemoryRegistry | None = None
+) -> list[RequestedOutput] | None:
     if raw is None:
         return None
     if not isinstance(raw, list):
@@ -181,10 +184,12 @@ def _requested_outputs(raw: Any, model: str) -> list[RequestedOutput] | None:
             raise InvalidArgumentError(
                 f"output '{name}' of model '{model}': 'parameters' must be an object"
             )
-        if any(k in params for k in _SHM_KEYS):
-            raise InvalidArgumentError(
-                f"output '{name}' of model '{model}': shared memory outputs are not supported"
-            )
+        region: tuple[str, int, int] | None = None
+        if shm_ext.wants_shm(params):
+            if shm is None:
+                raise shm_ext.disabled("output", name, model)
+            region = shm_ext.region_args(params, role="output", tensor=name, model=model)
+            shm.check_output(*region, tensor=name, model=model)
         binary = params.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
             raise InvalidArgumentError(
@@ -197,7 +202,7 @@ def _requested_outputs(raw: Any, model: str) -> list[RequestedOutput] | None:
                 f"output '{name}' of model '{model}': 'classification' must be a "
                 f"non-negative integer, got {classes!r}"
             )
-        out.append(RequestedOutput(name=name, binary=binary, class_count=classes))
+        out.append(RequestedOutput(name=name, binary=binary, class_count=classes, shm=region))
     return out
 
 
@@ -208,6 +213,7 @@ def decode_infer_request(
     model_version: str = "",
     header_length: int | None = None,
     route_key: str | None = None,
+    shm: SharedMemoryRegistry | None = None,
 ) -> InferRequest:
     """Decode an (already decompressed) infer body into an :class:`InferRequest`.
 
@@ -270,10 +276,22 @@ def decode_infer_request(
             raise InvalidArgumentError(
                 f"{_where(name, model_name)}: 'parameters' must be an object"
             )
-        if any(k in in_params for k in _SHM_KEYS):
-            raise InvalidArgumentError(
-                f"{_where(name, model_name)}: shared memory inputs are not supported"
+        if shm_ext.wants_shm(in_params):
+            if shm is None:
+                raise shm_ext.disabled("input", name, model_name)
+            if "data" in item or "binary_data_size" in in_params:
+                raise InvalidArgumentError(
+                    f"{_where(name, model_name)}: has both shared memory and data"
+                )
+            region, offset, nbytes = shm_ext.region_args(
+                in_params, role="input", tensor=name, model=model_name
             )
+            dt = tensors.check_datatype_for(datatype, name=name, model=model_name)
+            dims = tensors.check_shape(shape, name=name, model=model_name)
+            inputs[name] = shm.input_tensor(
+                region, offset, nbytes, dt, dims, tensor=name, model=model_name
+            )
+            continue
         nbytes = in_params.get("binary_data_size")
         if nbytes is not None:
             if "data" in item:
@@ -319,7 +337,7 @@ def decode_infer_request(
         model_version=model_version,
         inputs=inputs,
         id=req_id,
-        outputs=_requested_outputs(doc.get("outputs"), model_name),
+        outputs=_requested_outputs(doc.get("outputs"), model_name, shm),
         parameters=params,
     )
     request_parameters(params, request, route_key)
@@ -327,7 +345,9 @@ def decode_infer_request(
 
 
 def encode_infer_response(
-    response: InferResponse, request: InferRequest | None = None
+    response: InferResponse,
+    request: InferRequest | None = None,
+    shm: SharedMemoryRegistry | None = None,
 ) -> tuple[bytes, int | None]:
     """Encode ``response`` for the client of ``request``.
 
@@ -355,6 +375,24 @@ def encode_infer_response(
                 binary = req.binary
             if req.class_count:
                 arr = tensors.classify(arr, req.class_count, name=name)
+            if req.shm is not None and shm is not None:
+                region, offset, size = req.shm
+                written = shm.write_output(
+                    region, offset, size, arr, tensor=name, model=response.model_name
+                )
+                outputs.append(
+                    {
+                        "name": name,
+                        "datatype": tensors.datatype_of(arr, name=name),
+                        "shape": list(arr.shape),
+                        "parameters": {
+                            shm_ext.PARAM_REGION: region,
+                            shm_ext.PARAM_BYTE_SIZE: written,
+                            **({shm_ext.PARAM_OFFSET: offset} if offset else {}),
+                        },
+                    }
+                )
+                continue
         binary = response.binary_outputs.get(name, binary)
         entry: dict[str, Any] = {
             "name": name,

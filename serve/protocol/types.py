@@ -25,6 +25,8 @@ class RequestedOutput:
     name: str
     binary: bool | None = None  # None: use the request default
     class_count: int = 0  # Triton classification extension; 0 = raw tensor
+    #: System shared memory: (region name, offset, byte size) to write the output into.
+    shm: tuple[str, int, int] | None = None
 
 
 @dataclass(slots=True)

@@ -25,9 +25,11 @@ from rayfront.spec import (
     DynamicBatching,
     InstanceGroup,
     ModelSpec,
+    ModelWarmup,
     QueuePolicy,
     TensorSpec,
     VersionPolicy,
+    WarmupInput,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ _SUPPORTED_FIELDS = frozenset(
         "instance_group",
         "default_model_filename",
         "parameters",
+        "model_warmup",
     }
 )
 
@@ -129,6 +132,20 @@ def spec_to_proto(spec: ModelSpec) -> model_config_pb2.ModelConfig:
 
     for key, value in spec.parameters.items():
         cfg.parameters[key].string_value = value
+    for sample in spec.model_warmup:
+        pw = cfg.model_warmup.add(
+            name=sample.name, batch_size=sample.batch_size, count=sample.count
+        )
+        for input_name, wi in sample.inputs.items():
+            entry = pw.inputs[input_name]
+            entry.data_type = _data_type(wi.datatype)
+            entry.dims.extend(wi.dims)
+            if wi.source == "zero":
+                entry.zero_data = True
+            elif wi.source == "random":
+                entry.random_data = True
+            else:
+                entry.input_data_file = wi.file
     return cfg
 
 
@@ -229,6 +246,35 @@ def _tensor(
         ) from None
 
 
+def _warmup(model: str, pw: model_config_pb2.ModelWarmup) -> ModelWarmup:
+    inputs: dict[str, WarmupInput] = {}
+    for input_name, wi in pw.inputs.items():
+        which = wi.WhichOneof("input_data_type")
+        source = {"zero_data": "zero", "random_data": "random", "input_data_file": "file"}.get(
+            which or "", "zero"
+        )
+        try:
+            inputs[input_name] = WarmupInput(
+                datatype=_datatype_name(wi.data_type, "warm-up input", input_name, model),
+                dims=tuple(wi.dims),
+                source=source,  # type: ignore[arg-type]
+                file=wi.input_data_file if source == "file" else "",
+            )
+        except ValidationError as err:
+            raise RepositoryError(
+                f"model_warmup {pw.name!r} of model {model!r}, input {input_name!r}: "
+                f"{_validation_message(err)}"
+            ) from None
+    try:
+        return ModelWarmup(
+            name=pw.name or "warmup", batch_size=pw.batch_size, count=pw.count or 1, inputs=inputs
+        )
+    except ValidationError as err:
+        raise RepositoryError(
+            f"model_warmup {pw.name!r} of model {model!r}: {_validation_message(err)}"
+        ) from None
+
+
 def proto_to_spec(cfg: model_config_pb2.ModelConfig, *, name_hint: str | None = None) -> ModelSpec:
     """The ModelSpec a ``ModelConfig`` describes (inverse of :func:`spec_to_proto`).
 
@@ -257,6 +303,7 @@ def proto_to_spec(cfg: model_config_pb2.ModelConfig, *, name_hint: str | None = 
         for g in cfg.instance_group
     ]
     params = {k: v.string_value for k, v in cfg.parameters.items()}
+    warmup = tuple(_warmup(name, w) for w in cfg.model_warmup)
     try:
         return ModelSpec(
             name=name,
@@ -271,6 +318,7 @@ def proto_to_spec(cfg: model_config_pb2.ModelConfig, *, name_hint: str | None = 
             version_policy=_version_policy(cfg),
             parameters=params,
             default_model_filename=cfg.default_model_filename,
+            model_warmup=warmup,
         )
     except ValidationError as err:
         raise RepositoryError(f"model {name!r}: {_validation_message(err)}") from None

@@ -42,7 +42,7 @@ def runtime_class_for(spec: ModelSpec) -> type[Runtime]:
     )
 
 
-def load_runtime(spec: ModelSpec, version_dir: Path) -> Runtime:
+def load_runtime(spec: ModelSpec, version_dir: Path, device_index: int = 0) -> Runtime:
     """Load the model file of one version directory with the runtime its config names."""
     cls = runtime_class_for(spec)
     version_dir = Path(version_dir)
@@ -52,7 +52,7 @@ def load_runtime(spec: ModelSpec, version_dir: Path) -> Runtime:
             f"model {spec.name!r} version {version_dir.name}: {spec.model_filename} not found "
             f"in {version_dir} (platform {spec.platform or spec.backend} expects it)"
         )
-    runtime = cls.load(spec, version_dir)
+    runtime = cls.load(spec, version_dir, device_index)
     logger.info(
         "model %s version %s: %s",
         spec.name,

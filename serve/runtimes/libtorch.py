@@ -10,9 +10,12 @@ returned tuple by order, decided as follows (:func:`tensor_order`, pure):
 3. else the order of the config.
 
 A module returning a dict is matched by name instead. The device comes from the
-instance group (KIND_GPU: ``cuda:0``, the replica's only visible GPU under Ray). torch is
-imported only when a model is loaded, so serving processes without TorchScript models
-never import it.
+instance group (KIND_GPU: a GPU Ray gave the replica). On a GPU the runtime offers a
+:class:`TorchProgram` to the pinned, pipelined data path, and computes in the precision
+the ``rayfront.precision`` parameter names (``fp32``, ``fp16``, ``bf16``; written by
+``rayfront export --precision``): clients keep sending and receiving the config's
+datatypes, the casts happen on the device. torch is imported only when a model is
+loaded, so serving processes without TorchScript models never import it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from rayfront.dtypes import to_numpy
+from rayfront.dtypes import to_numpy, to_torch
 from rayfront.errors import InternalError, InvalidArgumentError, RepositoryError
-from rayfront.runtimes._common import device_kind, param_bool, param_int, short_error, where
+from rayfront.runtimes._common import (
+    device_kind,
+    param_bool,
+    param_choice,
+    param_int,
+    short_error,
+    where,
+)
 from rayfront.runtimes.base import Runtime
 from rayfront.spec import PLATFORM_TORCHSCRIPT, ModelSpec, TensorSpec
 from rayfront.tensors import TensorDict
@@ -37,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 INPUT_ORDER_PARAM = "rayfront_input_order"
 OUTPUT_ORDER_PARAM = "rayfront_output_order"
+PRECISION_PARAM = "rayfront.precision"
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 _INDEXED = re.compile(r"^.+__(\d+)$")
 
@@ -61,12 +73,12 @@ def tensor_order(spec: ModelSpec, tensors: Sequence[TensorSpec], param: str) -> 
     return names
 
 
-def torch_device(spec: ModelSpec, *, cuda_available: bool) -> str:
-    """``cuda:0`` or ``cpu`` for the instance group; KIND_GPU without CUDA is refused."""
+def torch_device(spec: ModelSpec, *, cuda_available: bool, index: int = 0) -> str:
+    """``cuda:<index>`` or ``cpu`` for the instance group; KIND_GPU without CUDA is refused."""
     if device_kind(spec, gpu_available=cuda_available) == "CPU":
         return "cpu"
     if cuda_available:
-        return "cuda:0"
+        return f"cuda:{index}"
     if param_bool(spec, "allow_cpu_fallback", False):
         logger.warning("model %s: KIND_GPU but no CUDA; running on CPU as allowed", spec.name)
         return "cpu"
@@ -85,39 +97,97 @@ def torch_error(exc: BaseException) -> str:
     return short_error(exc)
 
 
+class TorchProgram:
+    """The module as a function of device tensors, in its compute precision."""
+
+    def __init__(
+        self,
+        module: Any,
+        input_order: list[str],
+        output_order: list[str],
+        declared_outputs: list[str],
+        output_dtypes: dict[str, Any],
+        compute_dtype: Any,
+    ) -> None:
+        self.module = module
+        self.input_order = input_order
+        self.output_order = output_order
+        self.declared_outputs = declared_outputs
+        self.output_dtypes = output_dtypes
+        self.compute_dtype = compute_dtype
+
+    def _cast(self, tensor: Any) -> Any:
+        if self.compute_dtype is not None and tensor.is_floating_point():
+            return tensor.to(self.compute_dtype)
+        return tensor
+
+    def forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        args = [self._cast(inputs[n]) if n in inputs else None for n in self.input_order]
+        out = self.module(*args)
+        if isinstance(out, dict):
+            named = {n: out[n] for n in self.declared_outputs}
+        else:
+            flat = list(out) if isinstance(out, tuple | list) else [out]
+            named = dict(zip(self.output_order, flat, strict=True))
+        return {
+            n: v if v.dtype == self.output_dtypes[n] else v.to(self.output_dtypes[n])
+            for n, v in named.items()
+        }
+
+
 class TorchScriptRuntime(Runtime):
     """A ``torch.jit`` module on one device, run under ``torch.inference_mode``."""
 
     platforms = (PLATFORM_TORCHSCRIPT,)
     backends = ("pytorch",)
 
-    def __init__(self, spec: ModelSpec, version_dir: Path, module: Any, device: str) -> None:
+    def __init__(
+        self, spec: ModelSpec, version_dir: Path, module: Any, device: str, precision: str = "fp32"
+    ) -> None:
         import torch
 
         super().__init__(spec, version_dir)
         self._torch = torch
         self._module = module
         self._device = torch.device(device)
+        self.precision = precision
+        self._compute_dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[
+            precision
+        ]
         self._inputs = tensor_order(spec, spec.inputs, INPUT_ORDER_PARAM)
         self._outputs = tensor_order(spec, spec.outputs, OUTPUT_ORDER_PARAM)
         self._optional = {t.name for t in spec.inputs if t.optional}
         self._dtypes = {t.name: to_numpy(t.datatype) for t in spec.inputs}
         self._declared_outputs = [t.name for t in spec.outputs]
         self._output_dtypes = {t.name: to_numpy(t.datatype) for t in spec.outputs}
+        self._program = TorchProgram(
+            module,
+            self._inputs,
+            self._outputs,
+            self._declared_outputs,
+            {t.name: to_torch(t.datatype) for t in spec.outputs},
+            self._compute_dtype,
+        )
 
     @classmethod
-    def load(cls, spec: ModelSpec, version_dir: Path) -> TorchScriptRuntime:
+    def load(cls, spec: ModelSpec, version_dir: Path, device_index: int = 0) -> TorchScriptRuntime:
         import torch
 
         version_dir = Path(version_dir)
         label = where(spec, version_dir)
+        precision = param_choice(spec, PRECISION_PARAM, PRECISIONS, "fp32")
         bytes_tensors = [t.name for t in (*spec.inputs, *spec.outputs) if t.datatype == "BYTES"]
         if bytes_tensors:
             raise RepositoryError(
                 f"{label}: BYTES tensors {bytes_tensors} have no torch dtype; "
                 "pytorch_libtorch models need numeric inputs and outputs"
             )
-        device = torch_device(spec, cuda_available=torch.cuda.is_available())
+        device = torch_device(spec, cuda_available=torch.cuda.is_available(), index=device_index)
+        if precision != "fp32" and device == "cpu":
+            logger.warning(
+                "%s: %s applies on a GPU; computing in fp32 on the CPU", label, precision
+            )
+            precision = "fp32"
         threads = param_int(spec, "intra_op_thread_count", 0)
         if threads:
             # Process-wide in torch; a replica serves one model version, so that is fine.
@@ -134,11 +204,23 @@ class TorchScriptRuntime(Runtime):
                 f"{label}: torch.jit.load cannot load {path.name}: {short_error(exc)}"
             ) from None
         module.eval()
+        if precision == "fp16":
+            module = module.half()
+        elif precision == "bf16":
+            module = module.bfloat16()
         if param_bool(spec, "freeze", False):
             module = torch.jit.freeze(module)
-        runtime = cls(spec, version_dir, module, device)
-        logger.info("%s: loaded %s on %s", label, path.name, device)
+        if device != "cpu":
+            # Fixed shapes per batch size (warmed up before ready): let cuDNN pick kernels.
+            torch.backends.cudnn.benchmark = param_bool(spec, "cudnn_benchmark", True)
+        runtime = cls(spec, version_dir, module, device, precision)
+        logger.info("%s: loaded %s on %s (%s)", label, path.name, device, precision)
         return runtime
+
+    def device_program(self) -> tuple[TorchProgram, str] | None:
+        if self._device.type == "cpu":
+            return None
+        return self._program, str(self._device)
 
     def _tensor(self, name: str, arr: np.ndarray) -> Any:
         arr = np.ascontiguousarray(arr, dtype=self._dtypes[name])
@@ -171,7 +253,9 @@ class TorchScriptRuntime(Runtime):
                 else:
                     args.append(self._tensor(name, arr))
             try:
-                out = self._module(*args)
+                out = self._module(
+                    *[self._program._cast(a) if a is not None else None for a in args]
+                )
             except RuntimeError as exc:  # torch.jit.Error and CUDA errors are RuntimeErrors
                 raise InternalError(
                     f"model {self.spec.name!r}: TorchScript forward failed: {torch_error(exc)}"
@@ -203,6 +287,8 @@ class TorchScriptRuntime(Runtime):
                     f"model {self.spec.name!r}: output {name!r} is a {type(value).__name__}, "
                     "not a tensor"
                 )
+            if value.dtype != self._program.output_dtypes[name]:
+                value = value.to(self._program.output_dtypes[name])
             arr = value.detach().cpu().numpy()
             if arr.dtype != self._output_dtypes[name]:
                 raise InternalError(
@@ -217,6 +303,7 @@ class TorchScriptRuntime(Runtime):
             "runtime": "torchscript",
             "torch": str(self._torch.__version__),
             "device": str(self._device),
+            "precision": self.precision,
             "input_order": ",".join(self._inputs),
             "output_order": ",".join(self._outputs),
         }

@@ -120,19 +120,21 @@ class OrtOptions(BaseModel):
 
 
 def select_providers(
-    spec: ModelSpec, available: list[str], options: OrtOptions
+    spec: ModelSpec, available: list[str], options: OrtOptions, device_index: int = 0
 ) -> tuple[list[Provider], str]:
     """(providers for InferenceSession, "GPU" or "CPU"), from the instance group.
 
-    The device index is always 0: Ray gives each replica its GPU as the only visible
-    device, so Triton's per-instance ``gpus`` ids do not apply here.
+    ``device_index`` counts the GPUs this process sees (Ray numbers a replica's GPUs from 0).
     """
     gpu_available = CUDA_EP in available or TENSORRT_EP in available
     if device_kind(spec, gpu_available=gpu_available) == "CPU":
         return [CPU_EP], "CPU"
     providers: list[Provider] = []
     if options.tensorrt_ep and TENSORRT_EP in available:
-        trt: dict[str, Any] = {"device_id": 0, "trt_fp16_enable": options.tensorrt_fp16}
+        trt: dict[str, Any] = {
+            "device_id": device_index,
+            "trt_fp16_enable": options.tensorrt_fp16,
+        }
         if options.tensorrt_cache_path:
             trt |= {
                 "trt_engine_cache_enable": True,
@@ -140,7 +142,7 @@ def select_providers(
             }
         providers.append((TENSORRT_EP, trt))
     if CUDA_EP in available:
-        providers.append((CUDA_EP, {"device_id": 0}))
+        providers.append((CUDA_EP, {"device_id": device_index}))
     if not providers:
         if not options.allow_cpu_fallback:
             raise RepositoryError(
@@ -239,7 +241,7 @@ class OnnxRuntime(Runtime):
         )
 
     @classmethod
-    def load(cls, spec: ModelSpec, version_dir: Path) -> OnnxRuntime:
+    def load(cls, spec: ModelSpec, version_dir: Path, device_index: int = 0) -> OnnxRuntime:
         import onnxruntime as ort
 
         from rayfront.repository.validate import check_onnx_signature
@@ -253,7 +255,9 @@ class OnnxRuntime(Runtime):
                 f"{label}: {path.name} does not match config.pbtxt: " + "; ".join(problems)
             )
         options = OrtOptions.from_spec(spec)
-        providers, device = select_providers(spec, ort.get_available_providers(), options)
+        providers, device = select_providers(
+            spec, ort.get_available_providers(), options, device_index
+        )
         try:
             session = ort.InferenceSession(
                 str(path), sess_options=_session_options(ort, options), providers=providers

@@ -191,7 +191,7 @@ class TensorRTRuntime(Runtime):
         self._active_profile = 0
 
     @classmethod
-    def load(cls, spec: ModelSpec, version_dir: Path) -> TensorRTRuntime:
+    def load(cls, spec: ModelSpec, version_dir: Path, device_index: int = 0) -> TensorRTRuntime:
         version_dir = Path(version_dir)
         label = where(spec, version_dir)
         if device_kind(spec, gpu_available=True) != "GPU":
@@ -209,8 +209,8 @@ class TensorRTRuntime(Runtime):
 
         if not torch.cuda.is_available():
             raise RepositoryError(f"{label}: TensorRT plans need a CUDA GPU and this host has none")
-        # Ray exposes a replica's GPU as the only visible device, hence index 0.
-        device = torch.device("cuda", 0)
+        # Ray numbers the GPUs it gave this replica from 0.
+        device = torch.device("cuda", device_index)
         major, minor = torch.cuda.get_device_capability(device)
         host = (str(trt.__version__), f"{major}.{minor}", torch.cuda.get_device_name(device))
 

@@ -1,7 +1,11 @@
-"""The ingress side of the transport: one pipelined connection to one replica.
+"""The ingress side of the transport: one pipelined, authenticated connection to one replica.
 
-Tensors are written with ``writelines`` straight from the arrays' memory; a frame is
-read with two ``readexactly`` calls. A lost connection fails its pending calls with
+The connection is set up in a worker thread (connect, then the mutual handshake of
+:mod:`rayfront.transport.handshake`, passing this process's arena on a Unix socket), and
+then driven by the event loop. Requests that are sent in the same turn of the loop go out
+in one write. Large tensors go through the arena when the replica shares the host. A
+caller that gives up sends CANCEL, so a request still queued at the replica is dropped.
+A lost connection fails its pending calls with
 :class:`~rayfront.transport.frames.ConnectionLost`; the client reconnects on its next call.
 """
 
@@ -11,62 +15,85 @@ import asyncio
 import contextlib
 import itertools
 import socket
+from typing import Any
+
+import numpy as np
 
 from rayfront.errors import InternalError, RayfrontError
 from rayfront.tensors import TensorDict
+from rayfront.transport.arena import Arena, Block
 from rayfront.transport.discovery import Endpoint
 from rayfront.transport.frames import (
-    FRAME,
     HIGH_WATER,
     KIND_ERROR,
-    KIND_HELLO,
     KIND_REQUEST,
     KIND_RESPONSE,
     ConnectionLost,
+    ProtocolError,
+    RequestMeta,
     buffered,
     decode_error,
     decode_tensors,
-    encode_hello,
+    encode_cancel,
     encode_tensors,
     read_frame,
 )
+from rayfront.transport.handshake import HandshakeError, client_handshake
 
 CONNECT_TIMEOUT_S = 2.0
+#: Answers are model outputs; a peer announcing more than this is broken.
+MAX_RESPONSE_BYTES = 1 << 30
+
+
+def _open_socket(endpoint: Endpoint, use_uds: bool, timeout_s: float) -> socket.socket:
+    if use_uds:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(endpoint.uds)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    if endpoint.host is None or endpoint.port is None:
+        raise OSError(f"{endpoint.describe()} has no TCP address")
+    sock = socket.create_connection((endpoint.host, endpoint.port), timeout_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def connect_authenticated(
+    endpoint: Endpoint, use_uds: bool, timeout_s: float, arena_fd: int | None = None
+) -> socket.socket:
+    """A blocking connect plus handshake; the socket is returned still blocking."""
+    sock = _open_socket(endpoint, use_uds, timeout_s)
+    try:
+        client_handshake(sock, endpoint.token, arena_fd=arena_fd if use_uds else None)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def probe(endpoint: Endpoint, local_node_id: str | None = None, timeout_s: float = 0.5) -> bool:
-    """Blocking check that the endpoint answers a HELLO with its token (off the event loop).
+    """Blocking check that the endpoint is a live replica holding its token (off the loop).
 
     False when nothing listens there, or something else does (a different replica that
-    reuses the address rejects the token).
+    reuses the address fails the handshake).
     """
     try:
-        if endpoint.reachable_by_uds(local_node_id):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout_s)
-            sock.connect(endpoint.uds)
-        elif endpoint.host is not None and endpoint.port is not None:
-            sock = socket.create_connection((endpoint.host, endpoint.port), timeout_s)
-        else:
-            return False
-        with sock:
-            sock.sendall(encode_hello(endpoint.token))
-            reply = b""
-            while len(reply) < FRAME.size:
-                chunk = sock.recv(FRAME.size - len(reply))
-                if not chunk:
-                    return False
-                reply += chunk
-    except OSError:
+        sock = connect_authenticated(endpoint, endpoint.reachable_by_uds(local_node_id), timeout_s)
+    except (OSError, HandshakeError):
         return False
-    return FRAME.unpack(reply)[1] == KIND_HELLO
+    sock.close()
+    return True
 
 
 class TransportClient:
-    """One pipelined connection to one replica's fast-path server.
+    """One pipelined connection to one replica's transport server.
 
-    ``local_node_id`` is the caller's Ray node: the Unix socket is used only when it
-    matches the endpoint's node (with ``None``, whenever the endpoint has one).
+    ``local_node_id`` is the caller's Ray node: the Unix socket (and the arena) is used
+    only when it matches the endpoint's node (with ``None``, whenever the endpoint has one).
     """
 
     def __init__(
@@ -74,6 +101,7 @@ class TransportClient:
         endpoint: Endpoint,
         *,
         local_node_id: str | None = None,
+        arena: Arena | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         self.endpoint = endpoint
@@ -83,6 +111,7 @@ class TransportClient:
                 f"endpoint {endpoint.describe()} has no TCP address and is on node "
                 f"{endpoint.node_id!r}, not this node {local_node_id!r}"
             )
+        self._arena = arena if self._use_uds else None
         self._connect_timeout_s = connect_timeout_s
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[TensorDict]] = {}
@@ -92,6 +121,8 @@ class TransportClient:
         self._alive = False
         self._closed = False
         self._idle: asyncio.Event | None = None
+        self._outbox: list[bytes | memoryview] = []
+        self._flush_scheduled = False
 
     @property
     def inflight(self) -> int:
@@ -109,35 +140,28 @@ class TransportClient:
             if self._alive and self._writer is not None:
                 return self._writer
             if self._closed:
-                raise ConnectionLost(f"fast path to {self.endpoint.describe()} is closed")
+                raise ConnectionLost(f"transport to {self.endpoint.describe()} is closed")
             ep = self.endpoint
+            arena_fd = self._arena.fd if self._arena is not None else None
             try:
-                async with asyncio.timeout(self._connect_timeout_s):
-                    if self._use_uds:
-                        reader, writer = await asyncio.open_unix_connection(ep.uds)
-                    else:
-                        reader, writer = await asyncio.open_connection(ep.host, ep.port)
-                    writer.write(encode_hello(ep.token))
-                    try:
-                        _, kind, _, _ = await read_frame(reader)
-                    except asyncio.IncompleteReadError:
-                        kind = 0
-                    if kind != KIND_HELLO:
-                        writer.close()
-                        raise ConnectionLost(
-                            f"cannot use {ep.describe()}: it refused this endpoint's token "
-                            "(another process listens there now)",
-                            connect_failed=True,
-                        )
-            except (OSError, TimeoutError) as exc:
+                sock = await asyncio.to_thread(
+                    connect_authenticated, ep, self._use_uds, self._connect_timeout_s, arena_fd
+                )
+            except HandshakeError as exc:
+                raise ConnectionLost(
+                    f"cannot use {ep.describe()}: {exc}", connect_failed=True
+                ) from None
+            except OSError as exc:
                 reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
                 raise ConnectionLost(
                     f"cannot reach {ep.describe()}: {reason}", connect_failed=True
                 ) from None
-            if not self._use_uds:
-                sock = writer.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(None)
+            sock.setblocking(False)
+            if self._use_uds:
+                reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+            else:
+                reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
             self._writer = writer
             self._alive = True
             self._reader_task = asyncio.get_running_loop().create_task(
@@ -145,26 +169,59 @@ class TransportClient:
             )
             return writer
 
-    async def call(self, tensors: TensorDict) -> TensorDict:
-        """Run one batch on the replica; raises its error, or ConnectionLost."""
+    def _send(self, frame: list[bytes | memoryview] | list[bytes]) -> None:
+        # Every frame queued in this turn of the loop goes out in one write (one syscall).
+        self._outbox.extend(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        writer = self._writer
+        if self._outbox and writer is not None and not writer.is_closing():
+            writer.writelines(self._outbox)
+        self._outbox = []
+
+    async def call(self, inputs: TensorDict, meta: RequestMeta | None = None) -> TensorDict:
+        """Run one request on the replica; raises its error, or ConnectionLost."""
         writer = self._writer if self._alive else None
         if writer is None:
             writer = await self._connect()
         request_id = next(self._ids)
-        future: asyncio.Future[TensorDict] = asyncio.get_running_loop().create_future()
-        frame = encode_tensors(request_id, KIND_REQUEST, tensors)
-        self._pending[request_id] = future
+        blocks: list[Block] = []
+        arena = self._arena
+
+        def place(arr: np.ndarray) -> list[Any] | None:
+            if arena is None:
+                return None
+            block = arena.put(arr)
+            if block is None:
+                return None
+            blocks.append(block)
+            return ["a", block.offset]
+
         try:
-            writer.writelines(frame)
+            frame = encode_tensors(request_id, KIND_REQUEST, inputs, meta=meta, place=place)
+            future: asyncio.Future[TensorDict] = asyncio.get_running_loop().create_future()
+            self._pending[request_id] = future
+            self._send(frame)
             if buffered(writer) > HIGH_WATER:
                 await writer.drain()
             return await future
+        except asyncio.CancelledError:
+            if self._alive and request_id in self._pending:
+                self._send([encode_cancel(request_id)])
+            raise
         except ConnectionError as exc:
             raise ConnectionLost(
                 f"connection to {self.endpoint.describe()} failed while sending: {exc}"
             ) from None
         finally:
             self._pending.pop(request_id, None)
+            if arena is not None:
+                for block in blocks:
+                    arena.free(block)
             if not self._pending and self._idle is not None:
                 self._idle.set()
 
@@ -172,21 +229,25 @@ class TransportClient:
         reason = "closed by the replica"
         try:
             while True:
-                request_id, kind, header_len, payload = await read_frame(reader)
+                request_id, kind, header_len, payload = await read_frame(
+                    reader, max_body=MAX_RESPONSE_BYTES
+                )
                 future = self._pending.get(request_id)
                 if future is None or future.done():
                     continue  # the caller gave up (cancelled); drop its answer
                 if kind == KIND_RESPONSE:
                     try:
-                        future.set_result(decode_tensors(payload, header_len))
+                        future.set_result(decode_tensors(payload, header_len)[0])
                     except RayfrontError as exc:
                         future.set_exception(exc)
                 elif kind == KIND_ERROR:
                     future.set_exception(decode_error(payload, header_len))
                 else:
-                    future.set_exception(InternalError(f"fast path: unexpected frame kind {kind}"))
+                    future.set_exception(InternalError(f"transport: unexpected frame kind {kind}"))
         except asyncio.IncompleteReadError:
             reason = "closed by the replica"
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
         except (ConnectionError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
         except asyncio.CancelledError:
@@ -198,6 +259,7 @@ class TransportClient:
     def _fail_pending(self, message: str) -> None:
         self._alive = False
         self._writer = None
+        self._outbox = []
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -224,4 +286,4 @@ class TransportClient:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._fail_pending(f"fast path to {self.endpoint.describe()} closed")
+        self._fail_pending(f"transport to {self.endpoint.describe()} closed")

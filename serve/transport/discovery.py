@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import tempfile
 import time
 
@@ -54,36 +55,73 @@ def endpoint_prefix(app_name: str) -> str:
     return f"{KV_PREFIX}{app_name}/"
 
 
-def uds_path(app_name: str, replica_id: str) -> str:
-    """A short socket path (sun_path is 108 bytes; Ray's session dirs are long)."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in app_name)[-40:]
-    return os.path.join(tempfile.gettempdir(), "rayfront-fp", f"{safe}-{replica_id}.sock")
+SOCKET_DIR_PREFIX = "rayfront-fp-"
+SOCKET_NAME = "replica.sock"
 
 
-def sweep_stale_sockets(directory: str, *, min_age_s: float = 60.0) -> list[str]:
-    """Unlink sockets in ``directory`` that nothing listens on (left by killed replicas).
+def _runtime_root() -> str:
+    """$XDG_RUNTIME_DIR when it is a private directory of ours, else the temp directory."""
+    root = os.environ.get("XDG_RUNTIME_DIR")
+    if root:
+        try:
+            st = os.stat(root)
+            if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077 == 0:
+                return root
+        except OSError:
+            pass
+    return tempfile.gettempdir()
 
-    Only files older than ``min_age_s`` are tried, so a replica that is binding right now
-    never loses its path. Returns the paths removed.
+
+def private_socket_path() -> str:
+    """A Unix socket path in a fresh directory only this user can enter (mode 0700).
+
+    ``mkdtemp`` creates the directory atomically with a random name, so nobody can have
+    made it first and wait there for our token or our tensors; the transport's handshake
+    is the second line of defence. sun_path is 108 bytes, hence the short names.
     """
+    directory = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=_runtime_root())
+    return os.path.join(directory, SOCKET_NAME)
+
+
+def remove_socket_path(path: str) -> None:
+    """Remove a socket and its private directory (a stopping replica)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))
+
+
+def sweep_stale_sockets(root: str | None = None, *, min_age_s: float = 60.0) -> list[str]:
+    """Remove private socket directories that nothing listens in any more (killed replicas).
+
+    Only this user's directories older than ``min_age_s`` are tried, so a replica that is
+    binding right now never loses its path. Returns the directories removed.
+    """
+    root = root or _runtime_root()
     removed: list[str] = []
     now = time.time()
     try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
+        names = os.listdir(root)
+    except OSError:
         return removed
     for name in names:
-        path = os.path.join(directory, name)
+        if not name.startswith(SOCKET_DIR_PREFIX):
+            continue
+        directory = os.path.join(root, name)
+        path = os.path.join(directory, SOCKET_NAME)
         try:
-            if not name.endswith(".sock") or now - os.lstat(path).st_mtime < min_age_s:
+            st = os.lstat(directory)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            if now - st.st_mtime < min_age_s:
                 continue
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(0.2)
                 sock.connect(path)
-        except ConnectionRefusedError:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-                removed.append(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            remove_socket_path(path)
+            if not os.path.exists(directory):
+                removed.append(directory)
         except OSError:
-            continue  # gone already, not a socket, or busy: leave it
+            continue  # busy or not ours to judge: leave it
     return removed

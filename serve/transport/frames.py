@@ -1,16 +1,21 @@
-"""The transport's wire format: one frame per batch, request or answer.
+"""The transport's wire format: one frame per request, answer, error or control message.
 
 Every frame is a fixed 24-byte header, a small orjson header and the raw tensor bytes::
 
     <Q request id> <B kind> <3x pad> <I header length> <Q body length>
-    header: {"t": [[name, datatype, shape, nbytes], ...]}   (kind REQUEST / RESPONSE)
-            {"e": class name, "m": message, "r": retryable}  (kind ERROR)
-            the endpoint's token, raw                         (kind HELLO; empty reply)
-    body:   the tensors' bytes back to back, little-endian, row-major (BYTES tensors in
-            Triton's length-prefixed form)
+    REQUEST   {"t": [[name, datatype, shape, nbytes, where], ...], "o": timeout_us, "p": priority}
+    RESPONSE  {"t": [[name, datatype, shape, nbytes, 0], ...]}
+    ERROR     {"e": class name, "m": message, "r": retryable}
+    CANCEL    {}  (the caller gave up on request id; drop it if it is still queued)
+    HELLO     the handshake (:mod:`rayfront.transport.handshake`)
 
-Tensor bytes are converted only by :mod:`rayfront.tensors`, the codec HTTP and gRPC use
-too. Decoded numeric arrays are ``np.frombuffer`` views of the frame (read-only, no copy).
+``where`` says where a tensor's bytes are: ``0`` inline, back to back in the body in
+tensor order; ``["a", offset]`` in the sender's shared-memory arena
+(:mod:`rayfront.transport.arena`); ``["f", path, offset, dev, ino]`` in a file the
+receiver reads itself (a client's registered system shared-memory region), checked by
+device and inode so a swapped file is refused. Tensor bytes are converted only by
+:mod:`rayfront.tensors`; decoded inline numeric arrays are ``np.frombuffer`` views of the
+frame (read-only, no copy).
 
 Errors raised in the replica travel as the name of the same :mod:`rayfront.errors` class
 and its message; anything else becomes :class:`~rayfront.errors.InternalError` without
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +37,7 @@ import orjson
 from rayfront import errors as _errors
 from rayfront import tensors
 from rayfront.errors import InternalError, InvalidArgumentError, RayfrontError, UnavailableError
-from rayfront.tensors import TensorDict
+from rayfront.tensors import FileTensor, TensorDict
 
 #: request id (u64), kind (u8), padding, header length (u32), body length (u64).
 FRAME = struct.Struct("<QB3xIQ")
@@ -38,16 +45,25 @@ KIND_REQUEST = 1
 KIND_RESPONSE = 2
 KIND_ERROR = 3
 KIND_HELLO = 4
+KIND_CANCEL = 5
+KINDS = frozenset({KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_HELLO, KIND_CANCEL})
 
 #: Above this many unsent bytes a writer awaits drain(); below it, writing never yields, so
 #: small frames cost no extra trip through the event loop.
 HIGH_WATER = 1 << 20
+#: A frame's JSON header is small metadata; anything larger is a broken or hostile peer.
+MAX_HEADER_BYTES = 1 << 20
+
+#: Resolves an arena reference (offset, nbytes) to a read-only buffer (the receiver's map).
+ArenaReader = Callable[[int, int], memoryview]
+#: Opens a file reference (path, dev, ino) as a readable file descriptor (cached by caller).
+FileOpener = Callable[[str, int, int], int]
 
 
 class ConnectionLost(UnavailableError):
     """The request got no answer: the connection failed, or the replica is draining.
 
-    Inference is idempotent, so the caller may run the same batch on another replica.
+    Inference is idempotent, so the caller may run the same request on another replica.
     ``connect_failed`` is true when the replica could not be reached at all (it is most
     likely gone), as opposed to a connection that broke mid-request.
     """
@@ -57,48 +73,143 @@ class ConnectionLost(UnavailableError):
         self.connect_failed = connect_failed
 
 
-def encode_tensors(request_id: int, kind: int, named: TensorDict) -> list[bytes | memoryview]:
-    """One frame for ``named``: the fixed header plus orjson header, then each buffer."""
-    meta: list[list[Any]] = []
+class _ClientRegionError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ProtocolError(Exception):
+    """The peer broke the wire format; the connection is closed, nothing is answered."""
+
+
+@dataclass(slots=True)
+class RequestMeta:
+    """Scheduling facts that travel with a request."""
+
+    timeout_us: int | None = None
+    priority: int = 0
+
+
+def check_fixed(kind: int, header_len: int, body_len: int, *, max_body: int) -> None:
+    """Refuse a frame header before reading what it announces."""
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown frame kind {kind}")
+    if header_len > MAX_HEADER_BYTES:
+        raise ProtocolError(f"frame header of {header_len} bytes exceeds {MAX_HEADER_BYTES}")
+    if body_len > max_body:
+        raise ProtocolError(f"frame body of {body_len} bytes exceeds the {max_body}-byte cap")
+
+
+def encode_tensors(
+    request_id: int,
+    kind: int,
+    named: TensorDict,
+    *,
+    meta: RequestMeta | None = None,
+    place: Callable[[np.ndarray], tuple[Any, ...] | None] | None = None,
+) -> list[bytes | memoryview]:
+    """One frame for ``named``: the fixed header plus orjson header, then the inline bytes.
+
+    ``place(array)`` may put an array's bytes elsewhere and return its ``where`` reference
+    (the arena); :class:`~rayfront.tensors.FileTensor` values travel as file references.
+    """
+    entries: list[list[Any]] = []
     buffers: list[bytes | memoryview] = []
     total = 0
     for name, value in named.items():
+        if isinstance(value, FileTensor):
+            datatype = tensors.datatype_of(value, name=name, role="tensor")
+            entries.append([name, datatype, value.shape, value.nbytes, value.reference()])
+            continue
         arr = value if isinstance(value, np.ndarray) else np.asarray(value)
         datatype = tensors.datatype_of(arr, name=name, role="tensor")
+        where = place(arr) if place is not None and datatype != "BYTES" else None
+        if where is not None:
+            entries.append([name, datatype, arr.shape, arr.nbytes, where])
+            continue
         raw = tensors.tensor_to_raw(arr)
         size = raw.nbytes if isinstance(raw, memoryview) else len(raw)
-        meta.append([name, datatype, arr.shape, size])
+        entries.append([name, datatype, arr.shape, size, 0])
         if size:
             buffers.append(raw)
         total += size
-    header = orjson.dumps({"t": meta})
+    doc: dict[str, Any] = {"t": entries}
+    if meta is not None:
+        if meta.timeout_us:
+            doc["o"] = meta.timeout_us
+        if meta.priority:
+            doc["p"] = meta.priority
+    header = orjson.dumps(doc)
     return [FRAME.pack(request_id, kind, len(header), total) + header, *buffers]
 
 
-def decode_tensors(payload: bytes, header_len: int) -> TensorDict:
-    """Tensors of a REQUEST/RESPONSE frame; numeric arrays are views of ``payload``."""
+def decode_tensors(
+    payload: bytes | bytearray,
+    header_len: int,
+    *,
+    arena: ArenaReader | None = None,
+    open_file: FileOpener | None = None,
+) -> tuple[TensorDict, RequestMeta]:
+    """Tensors and scheduling facts of a REQUEST/RESPONSE frame.
+
+    Inline numeric arrays are views of ``payload``; arena tensors are views of the arena
+    map; file references become :class:`~rayfront.tensors.FileTensor` (read later, straight
+    into the batch buffer). Malformed frames raise InternalError (a peer bug, never data).
+    """
     try:
-        meta = orjson.loads(memoryview(payload)[:header_len])["t"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        doc = orjson.loads(memoryview(payload)[:header_len])
+        entries = doc["t"]
+        meta = RequestMeta(timeout_us=doc.get("o"), priority=int(doc.get("p", 0)))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InternalError(f"transport: malformed tensor header ({exc})") from None
     body = memoryview(payload)
     offset = header_len
     out: TensorDict = {}
-    for name, datatype, shape, size in meta:
-        end = offset + size
-        if end > len(payload):
-            raise InternalError(
-                f"transport: tensor {name!r} claims {size} bytes but the frame has "
-                f"{len(payload) - offset} left"
-            )
-        try:
-            out[name] = tensors.tensor_from_raw(
-                datatype, shape, body[offset:end], name=name, model=""
-            )
-        except InvalidArgumentError as exc:
-            raise InternalError(f"transport: {exc.message}") from None
-        offset = end
-    return out
+    try:
+        for name, datatype, shape, size, where in entries:
+            if where == 0:
+                end = offset + size
+                if end > len(payload):
+                    raise InternalError(
+                        f"transport: tensor {name!r} claims {size} bytes but the frame has "
+                        f"{len(payload) - offset} left"
+                    )
+                out[name] = tensors.tensor_from_raw(
+                    datatype, shape, body[offset:end], name=name, model=""
+                )
+                offset = end
+            elif where[0] == "a" and arena is not None:
+                out[name] = tensors.tensor_from_raw(
+                    datatype, shape, arena(int(where[1]), size), name=name, model=""
+                )
+            elif where[0] == "f" and open_file is not None:
+                _, path, file_offset, dev, ino = where
+                try:
+                    fd = open_file(path, int(dev), int(ino))
+                except InvalidArgumentError as exc:
+                    # The client's region, not the frame, is wrong: tell the client so.
+                    raise _ClientRegionError(exc.message) from None
+                out[name] = FileTensor(
+                    fd,
+                    int(file_offset),
+                    tensors.to_wire_dtype(datatype),
+                    tuple(shape),
+                    path=path,
+                    dev=int(dev),
+                    ino=int(ino),
+                )
+            else:
+                raise InternalError(
+                    f"transport: tensor {name!r} has an unusable location {where!r}"
+                )
+    except _ClientRegionError as exc:
+        raise InvalidArgumentError(exc.message) from None
+    except InvalidArgumentError as exc:
+        raise InternalError(f"transport: {exc.message}") from None
+    except (TypeError, ValueError, IndexError) as exc:
+        raise InternalError(f"transport: malformed tensor entry ({exc})") from None
+    return out, meta
 
 
 def wire_error_name(exc: BaseException) -> str:
@@ -116,7 +227,11 @@ def encode_error(
     return [FRAME.pack(request_id, KIND_ERROR, len(header), 0) + header]
 
 
-def decode_error(payload: bytes, header_len: int) -> RayfrontError:
+def encode_cancel(request_id: int) -> bytes:
+    return FRAME.pack(request_id, KIND_CANCEL, 0, 0)
+
+
+def decode_error(payload: bytes | bytearray, header_len: int) -> RayfrontError:
     """The exception an ERROR frame describes: the same rayfront.errors class, else internal."""
     try:
         info = orjson.loads(memoryview(payload)[:header_len])
@@ -135,15 +250,15 @@ def decode_error(payload: bytes, header_len: int) -> RayfrontError:
     return InternalError(message)
 
 
-def encode_hello(token: str) -> bytes:
-    raw = token.encode()
-    return FRAME.pack(0, KIND_HELLO, len(raw), 0) + raw
+async def read_frame(reader: asyncio.StreamReader, *, max_body: int) -> tuple[int, int, int, bytes]:
+    """(request id, kind, header length, header + body) of the next frame.
 
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, int, bytes]:
-    """(request id, kind, header length, header + body) of the next frame."""
+    The fixed header is checked before anything it announces is read, so a peer cannot
+    make this side buffer more than ``max_body`` bytes.
+    """
     fixed = await reader.readexactly(FRAME.size)
     request_id, kind, header_len, body_len = FRAME.unpack(fixed)
+    check_fixed(kind, header_len, body_len, max_body=max_body)
     size = header_len + body_len
     payload = await reader.readexactly(size) if size else b""
     return request_id, kind, header_len, payload

@@ -1,85 +1,86 @@
-"""Every replica of one model version, as the ingress sees them: pick one, send, retry.
+"""Every replica of one model version, as an ingress sees them: pick one, send, retry.
 
-The loader feeds the endpoint set (discovered in the directory) through
-:meth:`ReplicaPool.set_endpoints`.
+One :class:`~rayfront.transport.client.TransportClient` per replica endpoint; the loader
+feeds the endpoint set (found in the endpoint directory) through
+:meth:`ReplicaPool.set_endpoints`. Each request goes to the replica with the fewest
+requests in flight from this ingress; ties rotate. The replica's batcher forms batches
+from every ingress's requests, so batches fill however many ingress processes there are.
+
+A request whose connection fails before an answer is retried once on another replica
+(inference is idempotent); the failed endpoint becomes a *suspect* that the loader
+probes and, if it is really gone (a crashed replica never unpublishes), deletes from
+the directory. With no endpoint known (start-up, a version scaled to zero, or every
+replica just failed) requests take the ``fallback`` (the Serve handle, which queues
+them and wakes the autoscaler), or wait a bounded time for an endpoint to appear.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rayfront.errors import UnavailableError
 from rayfront.tensors import TensorDict
-from rayfront.transport.backend import ReplicatedBackend
+from rayfront.transport.arena import Arena
 from rayfront.transport.client import TransportClient
 from rayfront.transport.discovery import Endpoint
-from rayfront.transport.frames import ConnectionLost
+from rayfront.transport.frames import ConnectionLost, RequestMeta
 
 logger = logging.getLogger(__name__)
 
-# A retired endpoint's client closes once its calls are answered, or after this long.
+#: A retired endpoint's client closes once its calls are answered, or after this long.
 RETIRE_TIMEOUT_S = 60.0
+#: Without a fallback, how long a request waits for a replica to be discovered.
+DISCOVERY_WAIT_S = 10.0
+
+Fallback = Callable[[TensorDict, RequestMeta], Awaitable[TensorDict]]
 
 
 class ReplicaPool:
-    """Sends each batch over the fast path to the least-loaded live replica.
-
-    One :class:`~rayfront.transport.client.TransportClient` per replica endpoint; the loader feeds
-    the endpoint set (discovered in Ray's GCS KV) through :meth:`set_endpoints`. A batch
-    whose connection fails before an answer is retried once on another replica (inference
-    is idempotent); the failed endpoint becomes a *suspect* that the loader probes and, if
-    it is really gone (a crashed replica never unpublishes), deletes from the KV. With no
-    endpoint known (startup, or every replica just failed) batches take the handle
-    fallback, so correctness never depends on discovery.
-    """
+    """Sends each request to the least-loaded live replica of one model version."""
 
     def __init__(
         self,
-        fallback: ReplicatedBackend,
         *,
-        inflight_per_replica: int,
+        fallback: Fallback | None = None,
         local_node_id: str | None = None,
+        arena: Arena | None = None,
         name: str = "",
+        discovery_wait_s: float = DISCOVERY_WAIT_S,
     ) -> None:
-        if inflight_per_replica < 1:
-            raise ValueError(f"inflight_per_replica must be >= 1, got {inflight_per_replica}")
         self.fallback = fallback
         self.name = name
-        self._per_replica = inflight_per_replica
         self._local_node_id = local_node_id
+        self._arena = arena
+        self._discovery_wait_s = discovery_wait_s
         self._clients: dict[str, TransportClient] = {}
         self._ring: list[tuple[str, TransportClient]] = []
         self._turn = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._known: dict[str, Endpoint] = {}
+        self._available: asyncio.Event | None = None
+        self._closing = False
         #: Endpoint keys whose connection failed; the loader probes them off the loop.
         self.suspects: set[str] = set()
-        #: Called on the event loop with the new capacity whenever it changes.
-        self.on_capacity_change: Callable[[int], None] | None = None
 
     # -- what the loader sees ----------------------------------------------------------
-
-    @property
-    def replicas(self) -> int:
-        """Running replicas per Serve's status (sizes the handle fallback)."""
-        return self.fallback.replicas
-
-    @replicas.setter
-    def replicas(self, value: int) -> None:
-        before = self.capacity()
-        self.fallback.replicas = max(value, 1)
-        self._capacity_changed(before)
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
         """The endpoint set last adopted (replaced whole, so other threads may read it)."""
         return self._known
 
-    def capacity(self) -> int:
-        live = len(self._clients)
-        return self._per_replica * live if live else self.fallback.capacity()
+    @property
+    def live(self) -> int:
+        """Replicas this pool can send to now."""
+        return len(self._ring)
+
+    @property
+    def inflight(self) -> int:
+        """Requests sent and not yet answered, over every replica."""
+        return sum(c.inflight for _, c in self._ring)
 
     def set_endpoints(
         self, endpoints: dict[str, Endpoint], recovered: set[str] | frozenset[str] = frozenset()
@@ -89,7 +90,6 @@ class ReplicaPool:
         ``recovered``: suspects the loader reached again, so they may be used anew.
         Suspects no longer published are forgotten.
         """
-        before = self.capacity()
         self._known = dict(endpoints)
         self.suspects -= set(recovered)
         self.suspects &= set(endpoints)
@@ -100,19 +100,17 @@ class ReplicaPool:
             if key in self._clients or key in self.suspects:
                 continue
             try:
-                client = TransportClient(endpoint, local_node_id=self._local_node_id)
+                client = TransportClient(
+                    endpoint, local_node_id=self._local_node_id, arena=self._arena
+                )
             except ValueError as exc:
-                logger.warning("%s: skipping fast-path endpoint %s: %s", self.name, key, exc)
+                logger.warning("%s: skipping endpoint %s: %s", self.name, key, exc)
                 continue
             self._clients[key] = client
-            logger.info("%s: fast path to %s", self.name, endpoint.describe())
+            logger.info("%s: transport to %s", self.name, endpoint.describe())
         self._ring = list(self._clients.items())
-        self._capacity_changed(before)
-
-    def _capacity_changed(self, before: int) -> None:
-        after = self.capacity()
-        if after != before and self.on_capacity_change is not None:
-            self.on_capacity_change(after)
+        if self._ring and self._available is not None:
+            self._available.set()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -120,7 +118,7 @@ class ReplicaPool:
         task.add_done_callback(self._background.discard)
 
     def _retire(self, key: str) -> None:
-        """An endpoint left the KV (graceful stop): stop choosing it, let its calls finish."""
+        """An endpoint left the directory (graceful stop): stop choosing it, let calls finish."""
         client = self._clients.pop(key)
         self._ring = list(self._clients.items())
 
@@ -131,16 +129,13 @@ class ReplicaPool:
         self._spawn(close_when_idle())
 
     def _drop(self, key: str, exc: ConnectionLost) -> None:
-        client = self._clients.get(key)
+        client = self._clients.pop(key, None)
         if client is None:
             return
-        before = self.capacity()
-        del self._clients[key]
         self._ring = list(self._clients.items())
         self.suspects.add(key)
-        logger.warning("%s: dropped fast-path endpoint %s: %s", self.name, key, exc.message)
+        logger.warning("%s: dropped endpoint %s: %s", self.name, key, exc.message)
         self._spawn(client.close())
-        self._capacity_changed(before)
 
     # -- data path ---------------------------------------------------------------------
 
@@ -167,28 +162,56 @@ class ReplicaPool:
                     break
         return best
 
-    async def execute(self, batch: TensorDict) -> TensorDict:
+    async def submit(
+        self, inputs: TensorDict, *, timeout_us: int | None = None, priority: int | None = None
+    ) -> TensorDict:
+        """Run one request on a replica (its batcher decides when); see the module docstring."""
+        if self._closing:
+            raise UnavailableError(f"{self.name}: shutting down; retry on another instance")
+        meta = RequestMeta(timeout_us=timeout_us, priority=priority or 0)
         picked = self._pick()
         if picked is None:
-            return await self.fallback.execute(batch)
+            return await self._without_endpoint(inputs, meta)
         key, client = picked
         try:
-            return await client.call(batch)
+            return await client.call(inputs, meta)
         except ConnectionLost as exc:
             self._drop(key, exc)
         retry = self._pick(exclude=key)
         if retry is None:
-            return await self.fallback.execute(batch)
+            return await self._without_endpoint(inputs, meta)
         key, client = retry
         try:
-            return await client.call(batch)
+            return await client.call(inputs, meta)
         except ConnectionLost as exc:
             self._drop(key, exc)
             raise
 
+    async def _without_endpoint(self, inputs: TensorDict, meta: RequestMeta) -> TensorDict:
+        if self.fallback is not None:
+            return await self.fallback(inputs, meta)
+        if self._available is None:
+            self._available = asyncio.Event()
+        self._available.clear()
+        try:
+            async with asyncio.timeout(self._discovery_wait_s):
+                await self._available.wait()
+        except TimeoutError:
+            raise UnavailableError(
+                f"{self.name}: no replica is reachable (waited {self._discovery_wait_s:g}s "
+                "for one); retry later"
+            ) from None
+        picked = self._pick()
+        if picked is None:
+            raise UnavailableError(f"{self.name}: no replica is reachable; retry later")
+        return await picked[1].call(inputs, meta)
+
     async def close(self) -> None:
+        """Stop taking requests; let those in flight finish, then close every connection."""
+        self._closing = True
         clients = list(self._clients.values())
         self._clients.clear()
         self._ring = []
         for client in clients:
+            await client.wait_idle(RETIRE_TIMEOUT_S)
             await client.close()

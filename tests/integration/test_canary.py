@@ -10,6 +10,7 @@ import concurrent.futures
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -357,4 +358,9 @@ def test_canary_cli_changes_and_shows_state_when_run_against_server(canary_serve
         .read()
         .decode()
     )
-    assert 'rayfront_canary_weight{model="digits",version="2"} 70.0' in metrics
+    # Every sample carries the process that published it (see rayfront.telemetry).
+    assert re.search(
+        r'^rayfront_canary_weight\{model="digits",version="2",rayfront_process="ingress-[^"]+"\} 70\.0$',
+        metrics,
+        re.M,
+    ), metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.request
 
 import numpy as np
@@ -169,15 +170,23 @@ def test_concurrent_requests_each_get_own_answer_when_batched(server, ort_sessio
     ref = ort_sessions["digits"].run(["logits"], {"pixels": images.reshape(200, 1, 8, 8)})[0]
     for i, got in enumerate(results):
         np.testing.assert_allclose(got[0], ref[i], rtol=1e-5, atol=1e-5, err_msg=f"request {i}")
-    after = _metrics(server)
-    requests = _metric(after, "nv_inference_request_success", "digits") - _metric(
-        before, "nv_inference_request_success", "digits"
-    )
-    executions = _metric(after, "nv_inference_exec_count", "digits") - _metric(
-        before, "nv_inference_exec_count", "digits"
-    )
-    rows = _metric(after, "rayfront_batch_size_sum", "digits") - _metric(
-        before, "rayfront_batch_size_sum", "digits"
-    )
+    # The ingress counts requests at once; the replica, where batches form, publishes its
+    # executions on the telemetry board every second: poll until both have landed.
+    deadline = time.monotonic() + 15
+    while True:
+        after = _metrics(server)
+        requests = _metric(after, "nv_inference_request_success", "digits") - _metric(
+            before, "nv_inference_request_success", "digits"
+        )
+        executions = _metric(after, "nv_inference_exec_count", "digits") - _metric(
+            before, "nv_inference_exec_count", "digits"
+        )
+        rows = _metric(after, "rayfront_batch_size_sum", "digits") - _metric(
+            before, "rayfront_batch_size_sum", "digits"
+        )
+        if (requests == 200 and rows == 200) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     assert requests == 200 and rows == 200
+    assert 'rayfront_process="replica-' in after and 'rayfront_process="ingress-' in after
     assert executions < requests, f"no batching: {executions} executions for {requests} requests"

@@ -332,13 +332,13 @@ def test_batcher_raises_invalid_argument_when_request_exceeds_max_batch_size():
 # --- failures and cancellation ---------------------------------------------------------
 
 
-def test_batcher_passes_one_failure_to_every_waiter_when_batch_fails():
+def test_batcher_passes_one_failure_to_every_waiter_when_batch_fails_and_isolation_is_off():
     def boom(batch: TensorDict) -> TensorDict:
         raise InternalError("model 'toy': runtime exploded")
 
     async def main() -> list[BaseException]:
         model = FakeModel(boom, gated=True)
-        batcher = DynamicBatcher(make_spec(), model, max_inflight=1)
+        batcher = DynamicBatcher(make_spec(), model, max_inflight=1, isolate_failures=False)
         futs = [asyncio.ensure_future(batcher.submit(x_of(0)))]
         await wait_until(lambda: model.running == 1)
         futs += [asyncio.ensure_future(batcher.submit(x_of(i))) for i in range(1, 6)]
@@ -545,3 +545,65 @@ def test_direct_executor_raises_deadline_exceeded_when_no_slot_frees_in_time():
 
 def test_make_executor_returns_batcher_when_dynamic_batching_is_set():
     assert isinstance(make_executor(make_spec(), FakeModel()), DynamicBatcher)
+
+
+# --- isolating a poisoned request --------------------------------------------------------
+
+
+def _poisonable(batch: TensorDict) -> TensorDict:
+    """Fails the whole batch when any row is negative, naming the value (as ORT does)."""
+    bad = batch["x"][:, 0] < 0
+    if bad.any():
+        raise InternalError(f"model 'toy': index {float(batch['x'][bad][0, 0])} out of range")
+    return {"y": batch["x"] * 2 + 1}
+
+
+def test_batcher_fails_only_the_poisoned_request_when_its_batch_fails():
+    metrics = ModelMetrics()
+
+    async def main() -> tuple[list[Any], FakeModel, int]:
+        model = FakeModel(_poisonable, gated=True)
+        batcher = DynamicBatcher(make_spec(max_batch=8), model, max_inflight=1, metrics=metrics)
+        futs = [asyncio.ensure_future(batcher.submit(x_of(0)))]
+        await wait_until(lambda: model.running == 1)
+        values = [1, 2, 3, -7, 5, 6, 7, 8]  # the 4th client sends a value the model rejects
+        futs += [asyncio.ensure_future(batcher.submit(x_of(v))) for v in values]
+        await wait_until(lambda: batcher.queue_depth == 8)
+        model.gate.set()
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        return results, model, batcher.isolations
+
+    results, model, isolations = run(main())
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1
+    assert isinstance(failed[0], InternalError) and "-7.0" in str(failed[0])
+    for value, out in zip(
+        [0, 1, 2, 3, 5, 6, 7, 8],
+        [r for r in results if not isinstance(r, BaseException)],
+        strict=True,
+    ):
+        np.testing.assert_array_equal(out["y"], np.full((1, 3), value * 2 + 1, np.float32))
+    # The innocent answers never carry the poisoner's value.
+    assert all("-7" not in str(r) for r in results if not isinstance(r, BaseException))
+    assert isolations == 3  # 8 -> 4 -> 2 -> 1: three splits down to the poisoned request
+    assert model.rows[:2] == [1, 8]
+    text = metrics.render().decode()
+    assert 'rayfront_batch_isolations_total{model="toy",version=""} 3.0' in text
+
+
+def test_batcher_does_not_bisect_when_the_model_misaligns_rows():
+    async def main() -> list[BaseException]:
+        model = FakeModel(lambda b: {"y": b["x"][:1]}, gated=True)
+        batcher = DynamicBatcher(make_spec(), model, max_inflight=1)
+        futs = [asyncio.ensure_future(batcher.submit(x_of(0)))]
+        await wait_until(lambda: model.running == 1)
+        futs += [asyncio.ensure_future(batcher.submit(x_of(i))) for i in range(1, 5)]
+        await wait_until(lambda: batcher.queue_depth == 4)
+        model.gate.set()
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        assert model.rows == [1, 4]  # no re-runs: a broken model is not a bad request
+        assert batcher.isolations == 0
+        return results[1:]
+
+    results = run(main())
+    assert all(isinstance(r, InternalError) and "expected 4" in str(r) for r in results)

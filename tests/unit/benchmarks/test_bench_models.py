@@ -47,7 +47,11 @@ def test_make_variant_writes_batching_when_setting_is_on(tmp_path: Path) -> None
     assert spec.dynamic_batching is not None
     assert spec.dynamic_batching.max_queue_delay_microseconds == 1000
     assert spec.dynamic_batching.preferred_batch_size == ()
-    assert [(g.kind, g.count) for g in spec.instance_groups] == [("KIND_CPU", 2)]
+    # "x2" is two replicas (instance_group count is instances inside a replica).
+    assert [(g.kind, g.count) for g in spec.instance_groups] == [("KIND_CPU", 1)]
+    assert (
+        spec.parameters["rayfront.min_replicas"] == spec.parameters["rayfront.max_replicas"] == "2"
+    )
     # Model bytes are shared, not re-exported.
     assert os.path.samefile(dst / "1" / "model.onnx", repo / "mlp" / "1" / "model.onnx")
 
@@ -67,6 +71,20 @@ def test_make_variant_replaces_previous_copy_when_run_twice(tmp_path: Path) -> N
     make_variant(repo, "mlp", tmp_path / "v", BatchingSetting.parse("8:100"))
     dst = make_variant(repo, "mlp", tmp_path / "v", BatchingSetting.parse("16:100"))
     assert read_config(dst).max_batch_size == 16
+
+
+def test_each_variant_keeps_its_own_config_when_several_are_made(tmp_path: Path) -> None:
+    """A hard-linked config.pbtxt written through the link changed every variant at once:
+    the "batching off" server once ran with batching on."""
+    repo = _repo(tmp_path)
+    source_text = (repo / "mlp" / "config.pbtxt").read_text()
+    off = make_variant(repo, "mlp", tmp_path / "off", BatchingSetting.parse("off"))
+    on = make_variant(repo, "mlp", tmp_path / "on", BatchingSetting.parse("64:1000"))
+    assert read_config(off).dynamic_batching is None
+    assert read_config(on).dynamic_batching is not None
+    assert read_config(on).max_batch_size == 64
+    assert (repo / "mlp" / "config.pbtxt").read_text() == source_text  # source untouched
+    assert not os.path.samefile(off / "config.pbtxt", on / "config.pbtxt")
 
 
 def test_model_file_raises_when_no_version_has_onnx(tmp_path: Path) -> None:

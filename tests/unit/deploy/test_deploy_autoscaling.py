@@ -1,4 +1,4 @@
-"""The fast-path autoscaling policy, on fabricated Serve contexts (no Ray started)."""
+"""The queue-driven autoscaling policy, on fabricated Serve contexts (no Ray started)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from ray.serve.config import AutoscalingConfig, AutoscalingContext, AutoscalingP
 
 from rayfront.deploy.autoscaling import (
     METRIC_INFLIGHT,
+    METRIC_MAX_BATCH,
+    METRIC_QUEUE_WAIT,
+    METRIC_QUEUED,
     POLICY_PATH,
     STATE_LOAD,
-    inflight_policy,
+    STATE_WAIT,
     observed_load,
+    queue_policy,
 )
 
 DEP = DeploymentID(name="ModelVersion", app_name="rayfront--mlp--v1")
@@ -25,6 +29,9 @@ def _ctx(
     *,
     running: int,
     inflight: list[float] | None,
+    queued: list[float] | None = None,
+    max_batch: float = 32.0,
+    waits: list[float] | None = None,
     handle_requests: float = 0.0,
     target: float = 1.5,
     low: int = 1,
@@ -35,11 +42,14 @@ def _ctx(
     downscale_delay_s: float = 30.0,
 ) -> AutoscalingContext:
     replicas = _replicas(running)
-    metrics = (
-        {METRIC_INFLIGHT: dict(zip(replicas, inflight, strict=False))}
-        if inflight is not None
-        else {}
-    )
+    metrics: dict = {}
+    if inflight is not None:
+        metrics[METRIC_INFLIGHT] = dict(zip(replicas, inflight, strict=False))
+        metrics[METRIC_QUEUED] = dict(zip(replicas, queued or [0.0] * len(inflight), strict=False))
+        metrics[METRIC_MAX_BATCH] = {r: max_batch for r in replicas}
+        metrics[METRIC_QUEUE_WAIT] = dict(
+            zip(replicas, waits or [0.0] * len(inflight), strict=False)
+        )
     config = AutoscalingConfig(
         min_replicas=low,
         max_replicas=high,
@@ -70,50 +80,75 @@ def _ctx(
     )
 
 
-def test_inflight_policy_scales_to_load_over_target_when_replicas_are_busy():
-    desired, state = inflight_policy(_ctx(running=2, inflight=[2.0, 2.0], target=1.5))
+def test_queue_policy_scales_to_load_over_target_when_replicas_are_busy():
+    desired, state = queue_policy(_ctx(running=2, inflight=[2.0, 2.0], target=1.5))
     assert desired == pytest.approx(4 / 1.5)
     assert state[STATE_LOAD] == pytest.approx(4.0)
 
 
-def test_inflight_policy_keeps_count_when_load_matches_target():
-    desired, _ = inflight_policy(_ctx(running=3, inflight=[1.5, 1.5, 1.5], target=1.5))
+def test_queue_policy_counts_queued_requests_as_batches_when_requests_wait():
+    # 64 waiting rows at 32 rows a batch are two more batches of load.
+    desired, state = queue_policy(
+        _ctx(running=1, inflight=[2.0], queued=[64.0], max_batch=32, target=1.5)
+    )
+    assert state[STATE_LOAD] == pytest.approx(4.0)
+    assert desired == pytest.approx(4 / 1.5)
+
+
+def test_queue_policy_jumps_to_drain_the_queue_in_one_decision_when_backlog_is_sustained():
+    # The old policy could see at most 2 batches per replica (1.33x a decision).
+    desired, _ = queue_policy(
+        _ctx(running=1, inflight=[2.0], queued=[320.0], max_batch=32, target=1.5, high=16)
+    )
+    assert desired == pytest.approx(12 / 1.5)
+
+
+def test_queue_policy_grows_with_queue_wait_when_requests_wait_too_long():
+    desired, state = queue_policy(
+        _ctx(running=2, inflight=[1.0, 1.0], waits=[0.2, 0.2], target=1.5)
+    )
+    assert state[STATE_WAIT] == pytest.approx(0.2)
+    assert desired == pytest.approx(2 * 4.0)  # 0.2 s is 4x the target wait (capped at 4x)
+
+
+def test_queue_policy_keeps_count_when_load_matches_target():
+    desired, _ = queue_policy(_ctx(running=3, inflight=[1.5, 1.5, 1.5], target=1.5))
     assert desired == pytest.approx(3.0)
 
 
-def test_inflight_policy_clamps_to_max_when_load_exceeds_capacity():
-    desired, _ = inflight_policy(_ctx(running=2, inflight=[40.0, 40.0], high=5))
+def test_queue_policy_clamps_to_max_when_load_exceeds_capacity():
+    desired, _ = queue_policy(_ctx(running=2, inflight=[40.0, 40.0], high=5))
     assert desired == 5
 
 
-def test_inflight_policy_clamps_to_min_when_idle():
-    desired, _ = inflight_policy(_ctx(running=3, inflight=[0.0, 0.0, 0.0], low=2))
+def test_queue_policy_clamps_to_min_when_idle():
+    desired, _ = queue_policy(_ctx(running=3, inflight=[0.0, 0.0, 0.0], low=2))
     assert desired == 2
 
 
-def test_inflight_policy_uses_handle_count_when_no_replica_reported_yet():
-    desired, state = inflight_policy(_ctx(running=1, inflight=None, handle_requests=3.0))
+def test_queue_policy_uses_handle_count_when_no_replica_reported_yet():
+    desired, state = queue_policy(_ctx(running=1, inflight=None, handle_requests=3.0))
     assert desired == pytest.approx(2.0)
     assert state[STATE_LOAD] == pytest.approx(3.0)
 
 
 def test_observed_load_takes_larger_source_when_both_report():
     # Handle calls are counted by the replicas too, so the two are never added.
-    assert observed_load(_ctx(running=2, inflight=[1.0, 2.0], handle_requests=1.0)) == 3.0
-    assert observed_load(_ctx(running=2, inflight=[0.5, 0.5], handle_requests=4.0)) == 4.0
+    assert observed_load(_ctx(running=2, inflight=[1.0, 2.0], handle_requests=1.0))[0] == 3.0
+    assert observed_load(_ctx(running=2, inflight=[0.5, 0.5], handle_requests=4.0))[0] == 4.0
 
 
 def test_observed_load_ignores_nan_when_a_replica_reports_it():
-    assert observed_load(_ctx(running=2, inflight=[float("nan"), 2.0])) == 2.0
+    assert observed_load(_ctx(running=2, inflight=[float("nan"), 2.0]))[0] == 2.0
 
 
-def test_inflight_policy_returns_current_target_when_no_replica_runs():
-    desired, _ = inflight_policy(_ctx(running=0, inflight=None, target_replicas=2))
+def test_queue_policy_returns_current_target_when_no_replica_runs():
+    desired, _ = queue_policy(_ctx(running=0, inflight=None, target_replicas=2))
     assert desired == 2
 
 
-def test_inflight_policy_keeps_user_state_when_serve_passes_it_back():
-    _, state = inflight_policy(_ctx(running=1, inflight=[1.0], state={"k": 1}))
+def test_queue_policy_keeps_user_state_when_serve_passes_it_back():
+    _, state = queue_policy(_ctx(running=1, inflight=[1.0], state={"k": 1}))
     assert state["k"] == 1
 
 
@@ -144,7 +179,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
 def _serve_wrapped():
     from ray.serve.autoscaling_policy import _apply_autoscaling_config
 
-    return _apply_autoscaling_config(inflight_policy)
+    return _apply_autoscaling_config(queue_policy)
 
 
 def test_wrapped_policy_waits_upscale_delay_when_load_rises(clock):

@@ -17,16 +17,6 @@ from rayfront.transport.pool import ReplicaPool
 from rayfront.transport.server import TransportServer
 
 
-class FakeHandleBackend:
-    replicas = 1
-
-    async def execute(self, batch: Any) -> Any:
-        raise AssertionError("not used")
-
-    def capacity(self) -> int:
-        return 2
-
-
 @pytest.fixture
 def kv(monkeypatch: pytest.MonkeyPatch) -> dict[str, Endpoint]:
     store: dict[str, Endpoint] = {}
@@ -46,7 +36,7 @@ def test_refresh_deletes_dead_suspect_and_readmits_live_one_when_probed(
     dead = Endpoint(uds=f"/tmp/rf-fpd-{os.getpid()}-gone.sock", replica="dead")
 
     async def scenario() -> ReplicaPool:
-        async def echo(tensors: Any) -> Any:
+        async def echo(tensors: Any, meta: Any) -> Any:
             return tensors
 
         server = TransportServer(echo)
@@ -56,9 +46,9 @@ def test_refresh_deletes_dead_suspect_and_readmits_live_one_when_probed(
         kv["rayfront/ep/rayfront--m--v10/x"] = dead  # another app sharing the name prefix
         loader = RayModelLoader(ServerSettings(repository=tmp_path))
         loader._loop = asyncio.get_running_loop()
-        backend = ReplicaPool(FakeHandleBackend(), inflight_per_replica=2)  # type: ignore[arg-type]
+        backend = ReplicaPool()
         backend.set_endpoints(ray_kv.list_endpoints(app))
-        assert backend.capacity() == 4
+        assert backend.live == 2
         # Both connections failed at some point; the loader's thread probes them.
         backend.suspects |= {f"rayfront/ep/{app}/live", f"rayfront/ep/{app}/dead"}
         await asyncio.to_thread(loader._refresh_endpoints, app, backend)
@@ -76,24 +66,25 @@ def test_refresh_deletes_dead_suspect_and_readmits_live_one_when_probed(
 
 def test_refresh_adopts_new_replica_when_it_publishes(kv: dict[str, Endpoint], tmp_path: Path):
     app = "rayfront--m--v1"
-    capacities: list[int] = []
+    live: list[int] = []
 
     async def scenario() -> None:
         loader = RayModelLoader(ServerSettings(repository=tmp_path))
         loader._loop = asyncio.get_running_loop()
-        backend = ReplicaPool(FakeHandleBackend(), inflight_per_replica=3)  # type: ignore[arg-type]
-        backend.on_capacity_change = capacities.append
+        backend = ReplicaPool()
         await asyncio.to_thread(loader._refresh_endpoints, app, backend)
         await asyncio.sleep(0)
-        assert backend.capacity() == 2  # nothing published: the handle fallback's capacity
+        live.append(backend.live)  # nothing published yet
         kv[f"rayfront/ep/{app}/a"] = Endpoint(uds="/tmp/a.sock", replica="a")
         kv[f"rayfront/ep/{app}/b"] = Endpoint(uds="/tmp/b.sock", replica="b")
         await asyncio.to_thread(loader._refresh_endpoints, app, backend)
         await asyncio.sleep(0)
+        live.append(backend.live)
         del kv[f"rayfront/ep/{app}/b"]
         await asyncio.to_thread(loader._refresh_endpoints, app, backend)
         await asyncio.sleep(0)
+        live.append(backend.live)
         await backend.close()
 
     asyncio.run(scenario())
-    assert capacities == [6, 3]
+    assert live == [0, 2, 1]

@@ -53,4 +53,10 @@ def test_gpu_instance_group_reserves_a_gpu_when_kind_gpu(tmp_path: Path):
     spec = _spec(instance_groups=(InstanceGroup(kind="KIND_GPU", count=2),))
     settings = ServerSettings(repository=tmp_path)
     assert settings.resources_for(spec)["num_gpus"] == 1.0
-    assert settings.autoscaling_for(spec).min_replicas == 2
+    # count is execution instances inside the replica (Triton), not replicas.
+    assert settings.autoscaling_for(spec).min_replicas == 1
+
+
+def test_gpu_instance_group_reserves_every_named_gpu_when_gpus_listed(tmp_path: Path):
+    spec = _spec(instance_groups=(InstanceGroup(kind="KIND_GPU", count=2, gpus=(0, 1, 2)),))
+    assert ServerSettings(repository=tmp_path).resources_for(spec)["num_gpus"] == 3.0

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,10 +46,13 @@ def servers() -> Iterator[Servers]:
     from rayfront.auth import AdminAuth
     from rayfront.protocol.grpc_service import create_grpc_server
     from rayfront.protocol.http_app import build_http_app
+    from rayfront.protocol.shared_memory import SharedMemoryRegistry
 
     dp = FakeDataPlane()
     auth = AdminAuth(ADMIN_TOKEN)
-    app = build_http_app(dp, auth=auth, max_body_bytes=MAX_BODY, offload_bytes=OFFLOAD)
+    # The HTTP and gRPC front ends share one registry, as the ingress processes of a host do.
+    shm = SharedMemoryRegistry(Path(tempfile.mkdtemp(prefix="rf-shm-test-")))
+    app = build_http_app(dp, auth=auth, max_body_bytes=MAX_BODY, offload_bytes=OFFLOAD, shm=shm)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -63,7 +68,7 @@ def servers() -> Iterator[Servers]:
         state["loop"] = asyncio.get_running_loop()
         dp.slow_started = asyncio.Event()
         grpc_server, port = create_grpc_server(
-            dp, "127.0.0.1", 0, auth=auth, max_message_bytes=MAX_BODY
+            dp, "127.0.0.1", 0, auth=auth, max_message_bytes=MAX_BODY, shm=shm
         )
         await grpc_server.start()
         state["grpc_port"] = port

@@ -13,6 +13,7 @@ from rayfront.errors import NotFoundError, UnavailableError
 from rayfront.protocol.checks import validate_request
 from rayfront.protocol.types import InferRequest, InferResponse
 from rayfront.spec import ModelSpec, TensorSpec
+from rayfront.tensors import as_array
 
 ADMIN_TOKEN = "s3cret"
 MAX_BODY = 1 << 20  # small caps so "too large" tests stay cheap
@@ -158,7 +159,8 @@ class FakeDataPlane:
             spec = self._spec(name)
             validate_request(request, spec)
             if name == "add":
-                a, b = request.inputs["INPUT0"], request.inputs["INPUT1"]
+                # Shared-memory inputs arrive as file tensors, read where the batch is built.
+                a, b = as_array(request.inputs["INPUT0"]), as_array(request.inputs["INPUT1"])
                 outputs = {"OUTPUT0": a + b, "OUTPUT1": a - b}
             else:
                 text = request.inputs["TEXT"]

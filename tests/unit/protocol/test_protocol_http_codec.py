@@ -140,7 +140,7 @@ def test_http_decode_slices_binary_inputs_in_order_when_header_length_given():
         (
             b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1], "parameters": {"shared_memory_region": "r"}}]}',
             None,
-            r"shared memory inputs are not supported",
+            r"input 'a' of model 'm': system shared memory is not enabled on this server",
         ),
         (
             b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": [{"parameters": {}}]}',

@@ -11,6 +11,9 @@ from rayfront.transport.frames import (
     KIND_ERROR,
     KIND_REQUEST,
     ConnectionLost,
+    ProtocolError,
+    RequestMeta,
+    check_fixed,
     decode_error,
     decode_tensors,
     encode_error,
@@ -45,7 +48,7 @@ def _wire(frame: list) -> tuple[int, int, int, bytes]:
 def _roundtrip(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     request_id, kind, header_len, payload = _wire(encode_tensors(7, KIND_REQUEST, tensors))
     assert (request_id, kind) == (7, KIND_REQUEST)
-    return decode_tensors(payload, header_len)
+    return decode_tensors(payload, header_len)[0]
 
 
 def _sample(dtype: type, shape: tuple[int, ...]) -> np.ndarray:
@@ -113,7 +116,7 @@ def test_decode_tensors_returns_views_when_data_is_numeric():
     _, _, header_len, payload = _wire(
         encode_tensors(1, KIND_REQUEST, {"x": np.ones((64, 16), np.float32)})
     )
-    out = decode_tensors(payload, header_len)["x"]
+    out = decode_tensors(payload, header_len)[0]["x"]
     assert not out.flags.owndata  # a view of the received buffer, not a copy
     assert not out.flags.writeable
 
@@ -167,3 +170,49 @@ def test_decode_error_gives_connection_lost_when_replica_marks_it_retryable():
     assert isinstance(exc, ConnectionLost)
     assert isinstance(exc, errors.UnavailableError)
     assert not exc.connect_failed
+
+
+def test_request_meta_survives_the_frame_when_timeout_and_priority_are_set():
+    frame = encode_tensors(
+        3, KIND_REQUEST, {"x": np.ones(2, np.float32)}, meta=RequestMeta(timeout_us=500, priority=2)
+    )
+    _, _, header_len, payload = _wire(frame)
+    _, meta = decode_tensors(payload, header_len)
+    assert (meta.timeout_us, meta.priority) == (500, 2)
+
+
+def test_placed_tensor_travels_as_reference_when_place_accepts_it():
+    placed: dict[int, bytes] = {}
+
+    def place(arr: np.ndarray) -> list:
+        placed[1000] = arr.tobytes()
+        return ["a", 1000]
+
+    big = np.arange(10, dtype=np.float32)
+    _, _, header_len, payload = _wire(encode_tensors(1, KIND_REQUEST, {"x": big}, place=place))
+    assert len(payload) == header_len  # no inline bytes
+    out, _ = decode_tensors(payload, header_len, arena=lambda off, n: memoryview(placed[off])[:n])
+    np.testing.assert_array_equal(out["x"], big)
+
+
+def test_decode_refuses_arena_reference_when_receiver_has_no_arena():
+    _, _, header_len, payload = _wire(
+        encode_tensors(1, KIND_REQUEST, {"x": np.ones(4, np.float32)}, place=lambda a: ["a", 0])
+    )
+    with pytest.raises(errors.InternalError, match="unusable location"):
+        decode_tensors(payload, header_len)
+
+
+@pytest.mark.parametrize(
+    ("kind", "header_len", "body_len", "message"),
+    [
+        (99, 0, 0, "unknown frame kind 99"),
+        (KIND_REQUEST, 1 << 30, 0, "frame header of"),
+        (KIND_REQUEST, 10, 1 << 40, "exceeds the 1048576-byte cap"),
+    ],
+)
+def test_check_fixed_refuses_frame_before_reading_it_when_header_is_hostile(
+    kind, header_len, body_len, message
+):
+    with pytest.raises(ProtocolError, match=message):
+        check_fixed(kind, header_len, body_len, max_body=1 << 20)

@@ -14,7 +14,7 @@ import pytest
 from rayfront import errors
 from rayfront.transport.client import TransportClient, probe
 from rayfront.transport.discovery import Endpoint
-from rayfront.transport.frames import FRAME, KIND_HELLO, ConnectionLost
+from rayfront.transport.frames import ConnectionLost
 from rayfront.transport.server import TransportServer
 
 
@@ -31,7 +31,7 @@ def sock_path() -> str:
         os.unlink(path)
 
 
-async def _double(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+async def _double(tensors: dict[str, np.ndarray], meta: object = None) -> dict[str, np.ndarray]:
     return {"y": tensors["x"] * 2}
 
 
@@ -80,7 +80,9 @@ def test_client_matches_responses_by_id_when_they_complete_out_of_order(sock_pat
         gates = {i: asyncio.Event() for i in range(3)}
         finished: list[int] = []
 
-        async def execute(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        async def execute(
+            tensors: dict[str, np.ndarray], meta: object = None
+        ) -> dict[str, np.ndarray]:
             key = int(tensors["x"][0])
             await gates[key].wait()
             return {"y": tensors["x"] + 100}
@@ -128,7 +130,9 @@ def test_client_matches_responses_by_id_when_they_complete_out_of_order(sock_pat
 )
 def test_client_raises_same_error_class_when_replica_raises(sock_path, raised, expected, message):
     async def scenario() -> None:
-        async def execute(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        async def execute(
+            tensors: dict[str, np.ndarray], meta: object = None
+        ) -> dict[str, np.ndarray]:
             raise raised
 
         server = TransportServer(execute)
@@ -152,7 +156,9 @@ def test_client_maps_subclass_to_nearest_rayfront_error_when_replica_raises_cust
         pass
 
     async def scenario() -> None:
-        async def execute(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        async def execute(
+            tensors: dict[str, np.ndarray], meta: object = None
+        ) -> dict[str, np.ndarray]:
             raise ModelSpecificError("warming up")
 
         server = TransportServer(execute)
@@ -169,7 +175,7 @@ def test_client_maps_subclass_to_nearest_rayfront_error_when_replica_raises_cust
 
 
 def test_client_carries_zero_row_and_bytes_tensors_when_sent_over_the_socket(sock_path):
-    async def echo(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def echo(tensors: dict[str, np.ndarray], meta: object = None) -> dict[str, np.ndarray]:
         return dict(tensors)
 
     async def scenario() -> dict[str, np.ndarray]:
@@ -209,28 +215,29 @@ def test_client_fails_pending_then_reconnects_when_connection_is_lost(sock_path)
 
     async def scenario() -> float:
         got_request = asyncio.Event()
+        holder: dict[str, TransportServer] = {}
 
-        async def dying(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            hello = await reader.readexactly(FRAME.size)
-            await reader.readexactly(FRAME.unpack(hello)[2])  # the token
-            writer.write(FRAME.pack(0, KIND_HELLO, 0, 0))
-            await reader.readexactly(FRAME.size)
+        async def dying(tensors: dict[str, np.ndarray], meta: object) -> dict[str, np.ndarray]:
             got_request.set()
-            writer.transport.abort()  # as a SIGKILLed process would
+            for peer in list(holder["server"]._connections):
+                peer.writer.transport.abort()  # as a SIGKILLed process would
+            await asyncio.sleep(10)
+            return {}
 
-        dead = await asyncio.start_unix_server(dying, path=sock_path)
-        client = TransportClient(Endpoint(uds=sock_path, replica="r1"))
+        dead = TransportServer(dying)
+        holder["server"] = dead
+        ep = await dead.start(uds_path=sock_path, replica="r1")
+        client = TransportClient(ep)
         with pytest.raises(ConnectionLost, match=r"connection to replica r1 .* lost") as info:
             await client.call({"x": np.ones(1, np.float32)})
         assert got_request.is_set()
         assert not info.value.connect_failed
         assert not client.connected
         assert client.inflight == 0
-        dead.close()
-        await dead.wait_closed()
+        await dead.close(timeout_s=0)
 
-        server = TransportServer(_double)
-        await server.start(uds_path=sock_path, token="")
+        server = TransportServer(_double, token=ep.token)
+        await server.start(uds_path=sock_path)
         try:
             out = await client.call({"x": np.full(1, 4.0, np.float32)})
             return float(out["y"][0])
@@ -245,7 +252,9 @@ def test_client_drops_late_answer_when_caller_was_cancelled(sock_path):
     async def scenario() -> float:
         release = asyncio.Event()
 
-        async def execute(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        async def execute(
+            tensors: dict[str, np.ndarray], meta: object = None
+        ) -> dict[str, np.ndarray]:
             if float(tensors["x"][0]) == 0:
                 await release.wait()
             return {"y": tensors["x"] * 2}
@@ -272,7 +281,9 @@ def test_server_close_finishes_inflight_and_refuses_new_when_draining(sock_path)
     async def scenario() -> None:
         release = asyncio.Event()
 
-        async def execute(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        async def execute(
+            tensors: dict[str, np.ndarray], meta: object = None
+        ) -> dict[str, np.ndarray]:
             await release.wait()
             return {"y": tensors["x"] + 1}
 
@@ -318,7 +329,7 @@ def test_client_refuses_replica_when_it_does_not_know_the_token(sock_path):
         ep = await server.start(uds_path=sock_path)
         stale = ep.model_copy(update={"token": "0" * 32})
         try:
-            with pytest.raises(ConnectionLost, match="refused this endpoint's token") as info:
+            with pytest.raises(ConnectionLost, match="could not prove it holds") as info:
                 await TransportClient(stale).call({"x": np.ones(1, np.float32)})
             assert info.value.connect_failed
             assert server.inflight == 0

@@ -1,12 +1,13 @@
-"""The fast data path (gateway -> ModelVersion over rayfront.transport.frames) under real Ray Serve.
+"""The transport (ingress -> ModelVersion over rayfront.transport) under real Ray Serve.
 
-The fast path is the default, so every other integration test exercises it too; these
-check what only it does: batches really travel over the replicas' Unix sockets, a
-SIGKILLed replica is replaced and found again, and ``data_path: handle`` still serves.
+Every other integration test exercises it too; these check what only it does: requests
+really travel over the replicas' private Unix sockets, and a SIGKILLed replica is
+replaced and found again.
 
-Whether the gateway is connected to a replica is read from ``/proc/net/unix``: an accepted
-connection shows up there with the listening socket's path, so no Ray driver has to join
-the server's cluster.
+Which sockets a replica listens on, and whether an ingress is connected, is read from
+``/proc``: the replica process's socket inodes, and ``/proc/net/unix`` (an accepted
+connection shows up there with the listening socket's path), so no Ray driver has to
+join the server's cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,28 +30,43 @@ from serving_harness import Server, start_server, stop_server
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 RESTART_TIMEOUT_S = 120.0
-SOCKET_DIR = os.path.join(tempfile.gettempdir(), "rayfront-fp")
 
 
-def _unix_sockets() -> list[tuple[str, str]]:
-    """(state, path) of every bound Unix socket; state '01' listening, '03' connected."""
+def _unix_sockets() -> list[tuple[str, str, str]]:
+    """(state, inode, path) of every bound Unix socket; state '01' listening, '03' connected."""
     out = []
     with open("/proc/net/unix") as fh:
         next(fh)
         for line in fh:
             parts = line.split()
             if len(parts) >= 8:
-                out.append((parts[5], parts[7]))
+                out.append((parts[5], parts[6], parts[7]))
     return out
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in glob.glob(f"/proc/{pid}/fd/*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
 def _live_sockets(app: str) -> dict[str, bool]:
-    """Socket path of each live replica of ``app`` -> whether a client is connected to it."""
+    """Socket path of each live replica of ``app`` -> whether an ingress is connected to it."""
     entries = _unix_sockets()
-    listening = {p for st, p in entries if st == "01"}
-    connected = {p for st, p in entries if st == "03"}
-    paths = glob.glob(os.path.join(SOCKET_DIR, f"{app}-*.sock"))
-    return {p: p in connected for p in paths if p in listening}
+    connected = {p for st, _, p in entries if st == "03"}
+    out = {}
+    for pid in _replica_pids(app):
+        inodes = _socket_inodes(pid)
+        for st, inode, path in entries:
+            if st == "01" and inode in inodes and path.endswith("/replica.sock"):
+                out[path] = path in connected
+    return out
 
 
 def _replica_pids(app: str) -> list[int]:
@@ -103,7 +118,7 @@ def _wait_for(what: str, check, timeout_s: float, server: Server | None = None):
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_fast_path_answers_match_onnxruntime_when_gateway_uses_replica_socket(
+def test_transport_answers_match_onnxruntime_when_ingress_uses_replica_socket(
     server, ort_sessions, protocol
 ):
     mod = httpclient if protocol == "http" else grpcclient
@@ -120,10 +135,13 @@ def test_fast_path_answers_match_onnxruntime_when_gateway_uses_replica_socket(
     )
     np.testing.assert_allclose(result.as_numpy("scores"), ref_scores, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(result.as_numpy("nonzero"), ref_nonzero)
-    # The batch went over the replica's socket, not a Serve handle call.
+    # The request went over the replica's socket, in a private directory, not a Serve
+    # handle call.
     sockets = _live_sockets("rayfront--multi--v1")
-    assert sockets, f"no live fast-path socket for rayfront--multi--v1 in {SOCKET_DIR}"
-    assert any(sockets.values()), f"gateway is not connected to any of {sorted(sockets)}"
+    assert sockets, "no live transport socket for rayfront--multi--v1"
+    assert any(sockets.values()), f"ingress is not connected to any of {sorted(sockets)}"
+    for path in sockets:
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
 
 
 def test_requests_succeed_again_when_replica_is_sigkilled_and_restarted(
@@ -155,33 +173,13 @@ def test_requests_succeed_again_when_replica_is_sigkilled_and_restarted(
 
         _wait_for("successful requests after the restart", serving, RESTART_TIMEOUT_S, server)
 
-        # The gateway found the new replica's endpoint (not just the handle fallback).
+        # The ingress found the new replica's endpoint (not just the handle fallback).
         def reconnected() -> list[str]:
             _digits_request(client)
             return [p for p, up in _live_sockets(app).items() if up and p != old_socket]
 
-        _wait_for("a fast-path connection to the new replica", reconnected, 30, server)
+        _wait_for("a transport connection to the new replica", reconnected, 30, server)
         assert new_pid != old_pid
         assert server.proc.poll() is None
-    finally:
-        stop_server(server)
-
-
-def test_handle_data_path_serves_without_sockets_when_configured(
-    model_repository, ort_sessions, tmp_path
-):
-    app = "rfhandle--digits--v1"
-    server = _digits_only_server(
-        model_repository, tmp_path, app_prefix="rfhandle", data_path="handle"
-    )
-    try:
-        client = httpclient.InferenceServerClient(server.http_url)
-        x = np.random.default_rng(9).random((6, 1, 8, 8), dtype=np.float32)
-        inp = httpclient.InferInput("pixels", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        got = client.infer("digits", [inp]).as_numpy("logits")
-        ref = ort_sessions["digits"].run(["logits"], {"pixels": x})[0]
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
-        assert _live_sockets(app) == {}
     finally:
         stop_server(server)
