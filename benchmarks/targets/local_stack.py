@@ -100,7 +100,11 @@ class DirectoryLoader:
 
         self._repo = Repository(root)
         self._dir = directory
-        self._arena = Arena()
+        try:
+            self._arena: Arena | None = Arena()
+        except OSError as exc:  # no sealable memfd here: tensors go through the socket
+            logger.warning("no shared-memory arena (%s)", exc)
+            self._arena = None
 
     def repository(self) -> Any:
         return self._repo
@@ -266,9 +270,13 @@ class LocalStackServer(Server):
                     "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                 ],
             )  # fmt: skip
-            # One at a time, so every process of the port is up before measuring.
+            # One at a time, so every process of the port is up before measuring. The log
+            # may hold an earlier run's lines: wait for this process's own pid.
             proc.wait_ready(
-                lambda p=proc: "INGRESS READY" in p.log_path.read_text(errors="replace"),
+                lambda p=proc: (
+                    p.proc is not None
+                    and f"INGRESS READY pid {p.proc.pid}" in p.log_path.read_text(errors="replace")
+                ),
                 timeout_s,
                 "INGRESS READY in the log",
             )

@@ -157,12 +157,19 @@ class CudaBackend:
                 for name, arr in slot.inputs.items()
             }
             slot.extra["device"] = bufs
+            # The pinned tensor itself (the array's base), so torch knows the copy can be an
+            # asynchronous DMA; a plain host array (tests) is wrapped as it is.
             slot.extra["pinned"] = {
-                name: torch.from_numpy(arr) for name, arr in slot.inputs.items()
+                name: arr.base if isinstance(arr.base, torch.Tensor) else torch.from_numpy(arr)
+                for name, arr in slot.inputs.items()
             }
         return bufs
 
     def launch(self, slot: HostSlot, rows: int) -> Any:
+        with self._torch.cuda.device(self.device):
+            return self._launch(slot, rows)
+
+    def _launch(self, slot: HostSlot, rows: int) -> Any:
         torch = self._torch
         dev = self._device_buffers(slot)
         pinned = slot.extra["pinned"]
