@@ -21,6 +21,14 @@ import typer
 from rayfront.errors import InputSpecError, RayfrontError
 
 
+class Precision(enum.StrEnum):
+    """``--precision`` choices."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
 class TensorRTMode(enum.StrEnum):
     """``--tensorrt`` choices."""
 
@@ -116,6 +124,25 @@ def export_command(
     fp16: Annotated[
         bool, typer.Option("--fp16", help="Allow FP16 kernels in the TensorRT plan.")
     ] = False,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            "--precision",
+            case_sensitive=False,
+            help="GPU compute precision of the TorchScript model (config parameter "
+            "rayfront.precision) and the TensorRT plan. Clients keep sending FP32; parity is "
+            "checked in this precision with --fp16-atol/--fp16-rtol (bf16: --bf16-rtol).",
+        ),
+    ] = Precision.fp32,
+    fp16_atol: Annotated[
+        float, typer.Option("--fp16-atol", help="Parity atol for FP16/BF16 artifacts.")
+    ] = 1e-2,
+    fp16_rtol: Annotated[
+        float, typer.Option("--fp16-rtol", help="Parity rtol for FP16 artifacts.")
+    ] = 1e-2,
+    bf16_rtol: Annotated[
+        float, typer.Option("--bf16-rtol", help="Parity rtol for BF16 artifacts.")
+    ] = 4e-2,
     trt_shapes: Annotated[
         list[str] | None,
         typer.Option(
@@ -226,6 +253,10 @@ def export_command(
                 repository=repository,
                 tensorrt=tensorrt.value,
                 fp16=fp16,
+                precision=precision.value,
+                fp16_atol=fp16_atol,
+                fp16_rtol=fp16_rtol,
+                bf16_rtol=bf16_rtol,
                 trt_shapes=trt_shapes or [],
                 trt_workspace_mb=trt_workspace_mb,
                 atol=atol,

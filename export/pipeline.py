@@ -355,8 +355,11 @@ def export_model(request: ExportRequest) -> ExportResult:
                 request.max_batch_size,
             )
 
-            def parity(fmt: str, runner: Any, atol: float, rtol: float) -> list[ParityRecord]:
-                with steps.step(f"{fmt} parity", total=len(cases)) as step:
+            def parity(
+                fmt: str, runner: Any, atol: float, rtol: float, precision: str = "fp32"
+            ) -> list[ParityRecord]:
+                label = fmt if precision == "fp32" else f"{fmt} {precision}"
+                with steps.step(f"{label} parity", total=len(cases)) as step:
                     return check_parity(
                         model_name=request.name,
                         fmt=fmt,  # type: ignore[arg-type]
@@ -366,6 +369,7 @@ def export_model(request: ExportRequest) -> ExportResult:
                         output_names=names,
                         atol=atol,
                         rtol=rtol,
+                        precision=precision,
                     )
 
             onnx_parity = parity(
@@ -473,15 +477,16 @@ def _tensorrt_artifact(
             plan,
             model_name=request.name,
             profiles=profiles,
-            fp16=request.fp16,
+            fp16=request.trt_fp16,
+            bf16=request.precision == "bf16",
             workspace_mb=request.trt_workspace_mb,
         )
-    atol, rtol = (
-        (max(request.atol, request.fp16_atol), max(request.rtol, request.fp16_rtol))
-        if request.fp16
-        else (request.atol, request.rtol)
+    # A plan allowed FP16/BF16 kernels may pick them anywhere; judge it at that precision.
+    precision = "bf16" if request.precision == "bf16" else "fp16" if request.trt_fp16 else "fp32"
+    atol, rtol = request.reduced_tolerance(precision)
+    records = parity(
+        "tensorrt", TensorRTRunner(plan, [o.name for o in outputs]), atol, rtol, precision
     )
-    records = parity("tensorrt", TensorRTRunner(plan, [o.name for o in outputs]), atol, rtol)
     return _Artifact(
         _model_spec(request, request.trt_name, PLATFORM_TENSORRT, outputs, kind="KIND_GPU"),
         {"model.plan": plan},
@@ -508,19 +513,31 @@ def _torchscript_artifact(
     steps: Steps,
     parity: Any,
 ) -> _Artifact:
-    from rayfront.export.torchscript import export_torchscript, order_parameters, torchscript_runner
+    from rayfront.export.torchscript import (
+        PRECISION_PARAM,
+        export_torchscript,
+        order_parameters,
+        torchscript_runner,
+    )
 
     input_names = [t.name for t in request.inputs]
     output_names = [o.name for o in outputs]
     path = work / "model.pt"
     with steps.step("trace TorchScript"):
         export_torchscript(loaded.module, args, path, model_name=request.name)
+    # Checked in the precision it will serve in (on the CPU here, which computes FP16 and
+    # BF16 too), so the tolerance on record is the one the GPU model is held to.
+    atol, rtol = request.reduced_tolerance(request.precision)
     records = parity(
         "torchscript",
-        torchscript_runner(path, input_names, output_names),
-        request.atol,
-        request.rtol,
+        torchscript_runner(path, input_names, output_names, precision=request.precision),
+        atol,
+        rtol,
+        request.precision,
     )
+    parameters = order_parameters(input_names, output_names)
+    if request.precision != "fp32":
+        parameters[PRECISION_PARAM] = request.precision
     return _Artifact(
         _model_spec(
             request,
@@ -528,10 +545,16 @@ def _torchscript_artifact(
             PLATFORM_TORCHSCRIPT,
             outputs,
             kind=_kind(request),
-            parameters=order_parameters(input_names, output_names),
+            parameters=parameters,
         ),
         {"model.pt": path},
         _provenance(
-            request, loaded, onnx_export, records, exporter="torchscript", note="torch.jit.trace"
+            request,
+            loaded,
+            onnx_export,
+            records,
+            exporter="torchscript",
+            note="torch.jit.trace"
+            + ("" if request.precision == "fp32" else f", computes in {request.precision}"),
         ),
     )

@@ -79,8 +79,22 @@ class ExportRequest(BaseModel):
         default="auto", description="Build a TensorRT plan: when available, always, or never."
     )
     fp16: bool = Field(default=False, description="Allow FP16 kernels in the TensorRT plan.")
-    fp16_atol: float = Field(default=1e-2, ge=0, description="atol for an FP16 plan's parity.")
-    fp16_rtol: float = Field(default=1e-2, ge=0, description="rtol for an FP16 plan's parity.")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        default="fp32",
+        description="GPU compute precision of the TorchScript model and the TensorRT plan; "
+        "clients keep the config's FP32 tensors either way.",
+    )
+    fp16_atol: float = Field(
+        default=1e-2, ge=0, description="atol for a reduced-precision (FP16/BF16) parity check."
+    )
+    fp16_rtol: float = Field(
+        default=1e-2, ge=0, description="rtol for a reduced-precision (FP16/BF16) parity check."
+    )
+    bf16_rtol: float = Field(
+        default=4e-2,
+        ge=0,
+        description="rtol for BF16 parity: 8 mantissa bits carry ~3 significant digits.",
+    )
     trt_shapes: tuple[ShapeRange, ...] = Field(
         default=(), description="min/opt/max per input for dynamic non-batch dims."
     )
@@ -179,7 +193,26 @@ class ExportRequest(BaseModel):
             raise InputSpecError(
                 "--fp16 applies to the TensorRT plan; it has no effect with --tensorrt off"
             )
+        if self.fp16 and self.precision == "bf16":
+            raise InputSpecError("--fp16 and --precision bf16 contradict each other; pick one")
+        if self.precision != "fp32" and not self.torchscript and self.tensorrt == "off":
+            raise InputSpecError(
+                f"--precision {self.precision} applies to the TorchScript model and the "
+                "TensorRT plan; add --torchscript or leave --tensorrt on/auto"
+            )
         return self
+
+    @property
+    def trt_fp16(self) -> bool:
+        """Whether the TensorRT plan may use FP16 kernels."""
+        return self.fp16 or self.precision == "fp16"
+
+    def reduced_tolerance(self, precision: str) -> tuple[float, float]:
+        """(atol, rtol) for an artifact computing in ``precision``."""
+        if precision == "fp32":
+            return self.atol, self.rtol
+        rtol = self.bf16_rtol if precision == "bf16" else self.fp16_rtol
+        return max(self.atol, self.fp16_atol), max(self.rtol, rtol)
 
     @property
     def effective_preferred_batch_sizes(self) -> tuple[int, ...]:

@@ -110,6 +110,7 @@ def make_stamp(
     gpu_name: str,
     fp16: bool,
     profiles: Mapping[str, Profile],
+    bf16: bool = False,
 ) -> TensorRTStamp:
     """The sidecar stamp for a plan built with these facts."""
     major, minor = compute_capability
@@ -118,6 +119,7 @@ def make_stamp(
         compute_capability=f"{major}.{minor}",
         gpu_name=gpu_name,
         fp16=fp16,
+        bf16=bf16,
         profiles={name: {k: list(v) for k, v in p.items()} for name, p in profiles.items()},
     )
 
@@ -137,6 +139,7 @@ def build_plan(
     model_name: str,
     profiles: Mapping[str, Profile],
     fp16: bool = False,
+    bf16: bool = False,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
 ) -> TensorRTStamp:
     """Build ``plan_path`` from ``onnx_path`` with one optimization profile; return its stamp."""
@@ -156,6 +159,8 @@ def build_plan(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    if bf16:
+        config.set_flag(trt.BuilderFlag.BF16)
 
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -168,7 +173,7 @@ def build_plan(
         profile.set_shape(name, shape["min"], shape["opt"], shape["max"])
     config.add_optimization_profile(profile)
 
-    logger.info("model %s: building TensorRT plan (fp16=%s)", model_name, fp16)
+    logger.info("model %s: building TensorRT plan (fp16=%s, bf16=%s)", model_name, fp16, bf16)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(
@@ -181,6 +186,7 @@ def build_plan(
         compute_capability=capability,
         gpu_name=gpu,
         fp16=fp16,
+        bf16=bf16,
         profiles=profiles,
     )
 

@@ -26,7 +26,12 @@ from rayfront.errors import ExportError
 from rayfront.export.onnx_export import summarize_exception
 from rayfront.export.parity import Runner, flatten_outputs
 
+# Read by rayfront's libtorch runtime; stock Triton ignores unknown parameters (FP32).
+from rayfront.runtimes.libtorch import PRECISION_PARAM
+
 logger = logging.getLogger(__name__)
+
+__all__ = ["PRECISION_PARAM", "export_torchscript", "order_parameters", "torchscript_runner"]
 
 INPUT_ORDER_PARAM = "rayfront_input_order"
 OUTPUT_ORDER_PARAM = "rayfront_output_order"
@@ -69,20 +74,43 @@ def export_torchscript(
 
 
 def torchscript_runner(
-    path: Path, input_names: Sequence[str], output_names: Sequence[str], *, device: str = "cpu"
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> Runner:
-    """A runner over the saved TorchScript file, loaded as Triton would load it."""
+    """A runner over the saved TorchScript file, loaded as the serving runtime loads it.
+
+    With ``precision`` fp16/bf16 the weights and floating inputs are cast as
+    ``TorchScriptRuntime`` casts them, and floating outputs come back as FP32, so the
+    parity check measures the model the GPU will serve.
+    """
     import torch
 
+    compute = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         module = torch.jit.load(str(path), map_location=device).eval()
+    if compute is not None:
+        module = module.to(compute)
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(compute) if compute is not None and t.is_floating_point() else t
+
+    def back(t: torch.Tensor) -> np.ndarray:
+        if compute is not None and t.dtype == compute:
+            t = t.float()
+        return t.cpu().numpy()
 
     def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in input_names]
+        args = [
+            cast(torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device)) for n in input_names
+        ]
         with torch.no_grad():
             out = module(*args)
         flat = list(out) if isinstance(out, tuple | list) else [out]
-        return {n: t.cpu().numpy() for n, t in zip(output_names, flat, strict=True)}
+        return {n: back(t) for n, t in zip(output_names, flat, strict=True)}
 
     return run

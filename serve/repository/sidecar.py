@@ -31,6 +31,9 @@ class ParityRecord(BaseModel):
     format: Literal["onnx", "tensorrt", "torchscript"] = Field(
         description="Which artifact was compared with PyTorch."
     )
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        default="fp32", description="Precision the artifact computed in for this comparison."
+    )
     batch_size: int = Field(ge=0, description="Batch size of the compared inputs.")
     case: str = Field(description="Input case, e.g. 'random', 'zeros', 'large'.")
     max_abs_err: float = Field(description="Largest absolute difference over all outputs.")
@@ -59,6 +62,7 @@ class TensorRTStamp(BaseModel):
     )
     gpu_name: str = Field(description="GPU the plan was built on, e.g. 'NVIDIA H100 80GB HBM3'.")
     fp16: bool = Field(description="Whether FP16 kernels were allowed.")
+    bf16: bool = Field(default=False, description="Whether BF16 kernels were allowed.")
     profiles: dict[str, dict[str, list[int]]] = Field(
         default_factory=dict,
         description="Optimization profile per input: {'min': shape, 'opt': shape, 'max': shape}.",

@@ -51,6 +51,8 @@ MULTI = [
     "--max-batch-size",
     "8",
     "--torchscript",
+    "--precision",
+    "fp16",
 ]
 MINILM = [
     "rayfront.export.demos.minilm:factory",
@@ -251,10 +253,14 @@ def test_export_cli_writes_mixed_dtype_model_and_torchscript_sibling(repo):
     ts = parse_config(root / "multi_torchscript")
     assert ts.platform == "pytorch_libtorch"
     assert ts.parameters["rayfront_input_order"].string_value == "features,ids"
+    assert ts.parameters["rayfront.precision"].string_value == "fp16"
     prov = json.loads((repo["multi_torchscript"] / "rayfront.json").read_text())
     assert prov["parity"] and all(
-        r["format"] == "torchscript" and r["passed"] for r in prov["parity"]
+        r["format"] == "torchscript" and r["precision"] == "fp16" and r["passed"]
+        for r in prov["parity"]
     )
+    onnx = json.loads((repo["multi"] / "rayfront.json").read_text())
+    assert all(r["precision"] == "fp32" for r in onnx["parity"])
 
 
 def test_repo_validate_accepts_exported_repository(repo):

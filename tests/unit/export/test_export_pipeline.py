@@ -99,6 +99,42 @@ def test_export_model_writes_torchscript_sibling_with_order_parameters_when_aske
     assert set(result.versions) == {"multi", "multi_torchscript"}
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_export_model_checks_torchscript_parity_in_reduced_precision_when_asked(
+    repo_root, precision
+):
+    export_model(_request(repo_root, torchscript=True, precision=precision))
+    repo = Repository(repo_root)
+    spec = repo.spec("multi_torchscript")
+    assert spec.parameters["rayfront.precision"] == precision
+    prov = repo.sidecar("multi_torchscript", 1)
+    assert precision in prov.exporter_note
+    records = prov.parity
+    assert records and all(r.precision == precision and r.passed for r in records)
+    # Measured in reduced precision: a real error above FP32's, held to the looser rtol.
+    assert max(r.max_abs_err for r in records) > 1e-6
+    assert {r.rtol for r in records} == {0.01 if precision == "fp16" else 0.04}
+    # The ONNX model stays FP32 with its own tolerance.
+    onnx = repo.sidecar("multi", 1).parity
+    assert all(r.precision == "fp32" and r.atol == 1e-4 for r in onnx)
+
+
+def test_export_model_writes_nothing_when_reduced_precision_parity_fails(repo_root):
+    before = snapshot(repo_root.parent)
+    with pytest.raises(ParityError, match="torchscript fp16 output"):
+        export_model(
+            _request(
+                repo_root,
+                torchscript=True,
+                precision="fp16",
+                fp16_atol=0.0,
+                fp16_rtol=0.0,
+                parity_batch_sizes=[8],
+            )
+        )
+    assert snapshot(repo_root.parent) == before
+
+
 def test_export_model_marks_output_dims_dynamic_when_they_follow_input(repo_root, tmp_path):
     models = write_user_models(tmp_path)
     export_model(

@@ -47,6 +47,9 @@ def test_export_request_names_sibling_models_when_asked():
         ({"max_batch_size": 0, "preferred_batch_sizes": [1]}, "needs batching"),
         ({"parity_batch_sizes": [0]}, "--parity-batch-size \\[0\\]"),
         ({"fp16": True, "tensorrt": "off"}, "--fp16 applies to the TensorRT plan"),
+        ({"precision": "fp16", "tensorrt": "off"}, "add --torchscript or leave --tensorrt"),
+        ({"precision": "bf16", "fp16": True}, "contradict"),
+        ({"precision": "fp8"}, None),
         ({"name": "../evil"}, "--name '../evil'"),
         ({"name": ".hidden"}, "--name '.hidden'"),
         ({"trt_shapes": ["y:1/2/3"]}, "no such input"),
@@ -54,8 +57,16 @@ def test_export_request_names_sibling_models_when_asked():
     ],
 )
 def test_export_request_raises_input_spec_error_when_options_conflict(kw, match):
-    with pytest.raises(InputSpecError, match=match):
+    with pytest.raises(InputSpecError if match else ValidationError, match=match):
         _req(**kw)
+
+
+def test_export_request_picks_reduced_tolerance_and_trt_flags_from_precision():
+    req = _req(precision="fp16", torchscript=True, atol=1e-4, rtol=1e-3)
+    assert req.trt_fp16 and req.reduced_tolerance("fp16") == (1e-2, 1e-2)
+    assert req.reduced_tolerance("fp32") == (1e-4, 1e-3)
+    bf16 = _req(precision="bf16", torchscript=True)
+    assert not bf16.trt_fp16 and bf16.reduced_tolerance("bf16") == (1e-2, 4e-2)
 
 
 def test_export_request_rejects_unknown_fields_when_extra_given():

@@ -210,3 +210,39 @@ def test_runtimes_package_imports_no_framework_when_imported():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "tol"),
+    [
+        ("cpu", "fp16", 1e-5),  # a GPU setting: the CPU computes in FP32 and says so
+        pytest.param("cuda", "fp16", 2e-2, marks=pytest.mark.gpu),
+        pytest.param("cuda", "bf16", 5e-2, marks=pytest.mark.gpu),
+    ],
+)
+def test_torchscript_runtime_computes_in_precision_when_parameter_set(
+    tmp_path, caplog, device, precision, tol
+):
+    import torch
+
+    vdir = tmp_path / "ts" / "1"
+    module = _save_two_in_two_out(vdir / "model.pt")
+    kind = "KIND_GPU" if device == "cuda" else "KIND_CPU"
+    params = {
+        "rayfront_input_order": "feats,bias",
+        "rayfront_output_order": "scores,total",
+        "rayfront.precision": precision,
+    }
+    with caplog.at_level("WARNING"):
+        runtime = load_runtime(_spec(kind, parameters=params), vdir)
+    served = runtime.describe()["precision"]
+    assert served == (precision if device == "cuda" else "fp32")
+    if device == "cpu":
+        assert "fp16 applies on a GPU" in caplog.text
+    a = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+    out = runtime.infer({"feats": a, "bias": b})
+    with torch.no_grad():
+        scores, _ = module(torch.from_numpy(a), torch.from_numpy(b))  # type: ignore[operator]
+    assert out["scores"].dtype == np.float32
+    np.testing.assert_allclose(out["scores"], scores.numpy(), rtol=tol, atol=tol)
