@@ -220,6 +220,80 @@ def _print_outcome(out_dir: Path, result: object) -> None:
     typer.echo(f"summary: {out_dir / SUMMARY_MD}")
 
 
+@app.command("ingress")
+def ingress_command(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Results directory (default benchmarks/results/ingress-<timestamp>)."),
+    ] = None,
+    ingress: Annotated[
+        str, typer.Option(help="Comma-separated ingress (gateway) process counts to compare.")
+    ] = "1,2",
+    protocols: Annotated[
+        str, typer.Option(help="Comma-separated rayfront protocols: http, grpc, shm.")
+    ] = "http,grpc,shm",
+    clients: Annotated[int, typer.Option(min=1, help="Client processes per point.")] = 2,
+    conc: Annotated[int, typer.Option(min=1, help="Connections per client process.")] = 8,
+    secs: Annotated[float, typer.Option(min=0.2, help="Measured seconds per point.")] = 5.0,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="1 s points, one client (a smoke run).")
+    ] = False,
+    startup_timeout: Annotated[
+        float, typer.Option(help="Seconds a server may take to become ready.")
+    ] = 180.0,
+    progress: Annotated[bool, typer.Option(help="Show a progress line per point.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Ingress bandwidth: 3x224x224 FP32 images into a nearly free model, in MB/s and img/s.
+
+    rayfront over HTTP, gRPC and system shared memory with 1 and N ingress processes,
+    against a bare uvicorn server with as many workers and a one-core memcpy, in one run.
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from rayfront.benchmarks.run.bandwidth import IngressOptions, run_ingress, summary_markdown
+
+    _setup_logging(None, verbose)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = out or Path("benchmarks/results") / f"ingress-{stamp}"
+    try:
+        counts = tuple(int(x) for x in ingress.split(",") if x.strip())
+    except ValueError:
+        raise _fail(f"--ingress {ingress!r}: expected comma-separated integers, e.g. 1,2") from None
+    protos = tuple(p.strip() for p in protocols.split(",") if p.strip())
+    bad = sorted(set(protos) - {"http", "grpc", "shm"})
+    if bad or not protos or not counts or min(counts) < 1:
+        raise _fail(f"--protocols {protocols!r} / --ingress {ingress!r}: see --help")
+    opts = IngressOptions(
+        out=out_dir,
+        ingress=counts,
+        protocols=protos,
+        clients=1 if quick else clients,
+        conc=min(conc, 4) if quick else conc,
+        secs=1.0 if quick else secs,
+        warmup_s=0.5 if quick else 1.0,
+        startup_timeout_s=startup_timeout,
+    )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+            disable=not progress, transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("ingress bandwidth", total=None)
+            opts.progress = lambda msg: bar.update(task, description=f"ingress: {msg}")
+            doc = run_ingress(opts)
+    except KeyboardInterrupt:
+        typer.secho(f"interrupted; partial results in {out_dir}", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo(summary_markdown(doc))
+    typer.echo(f"results: {out_dir / 'ingress.json'}")
+    if doc.get("failures"):
+        raise typer.Exit(1)
+
+
 @app.command("report")
 def report_command(
     results: Annotated[Path, typer.Argument(help="Results directory (or its results.json).")],

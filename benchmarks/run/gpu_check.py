@@ -24,15 +24,13 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-HOST = "127.0.0.1"
+from rayfront.benchmarks.load.fleet import FleetLoad, run_fleet
 
 
 def _say(msg: str) -> None:
@@ -203,80 +201,6 @@ def measure_engine(
 # --- the stack over HTTP, gRPC and shared memory -----------------------------------------------
 
 
-def client_main(args: argparse.Namespace) -> None:
-    """One client process: a closed loop over ``--conc`` connections; prints one JSON line."""
-    from rayfront.benchmarks.load import closed_loop as cl
-    from rayfront.benchmarks.load import wire
-
-    x = np.random.default_rng(os.getpid()).random((1, 3, args.image, args.image), dtype=np.float32)
-    model = args.model
-    regions: list[Any] = []
-    if args.proto == "http":
-        body, hl = wire.encode_infer_body({"x": x}, ["logits"])
-        req = wire.build_http_request(HOST, args.port, wire.infer_path(model), body, hl)
-        coro = cl.http_point(HOST, args.port, req, args.conc, args.dur, args.warmup, 30.0)
-    elif args.proto == "grpc":
-        payload = wire.grpc_infer_request(model, {"x": x})
-        coro = cl.grpc_point(
-            HOST, args.port, payload, "logits", 1, args.conc, args.dur, args.warmup, 30.0,
-            channels=min(args.conc, 8),
-        )  # fmt: skip
-    else:
-        import urllib.request
-
-        import tritonclient.utils.shared_memory as shm
-
-        tag = f"rfgpu{os.getpid()}"
-        out_bytes = 4 * args.classes
-        regions.append(shm.create_shared_memory_region(f"{tag}in", f"/{tag}in", x.nbytes))
-        regions.append(
-            shm.create_shared_memory_region(f"{tag}out", f"/{tag}out", out_bytes * args.conc)
-        )
-        shm.set_shared_memory_region(regions[0], [x])
-        for name, size in ((f"{tag}in", x.nbytes), (f"{tag}out", out_bytes * args.conc)):
-            urllib.request.urlopen(
-                urllib.request.Request(
-                    f"http://{HOST}:{args.port}/v2/systemsharedmemory/region/{name}/register",
-                    data=json.dumps({"key": f"/{name}", "offset": 0, "byte_size": size}).encode(),
-                    method="POST",
-                ),
-                timeout=10,
-            ).read()
-        requests = [
-            wire.build_http_request(
-                HOST,
-                args.port,
-                wire.infer_path(model),
-                wire.encode_shm_infer_body(
-                    [("x", "FP32", list(x.shape), f"{tag}in", x.nbytes, 0)],
-                    [("logits", f"{tag}out", out_bytes, i * out_bytes)],
-                ),
-                None,
-            )
-            for i in range(args.conc)
-        ]
-        coro = cl.http_requests_point(HOST, args.port, requests, args.dur, args.warmup, 30.0)
-    res = cl.run_async(coro)
-    for handle in regions:
-        import tritonclient.utils.shared_memory as shm
-
-        shm.destroy_shared_memory_region(handle)
-    lat = sorted(res.latencies_s)
-    print(
-        json.dumps(
-            {
-                "n": len(lat),
-                "img_s": len(lat) / res.duration_s if res.duration_s else 0.0,
-                "errors": res.errors,
-                "error_samples": res.error_samples(),
-                "p50_ms": lat[len(lat) // 2] * 1e3 if lat else None,
-                "p99_ms": lat[int(len(lat) * 0.99)] * 1e3 if lat else None,
-            }
-        ),
-        flush=True,
-    )
-
-
 def measure_stack(
     repo: Path, model: str, logs: Path, ingress: int, clients: int, conc: int, secs: float,
     image: int, classes: int, protos: list[str],
@@ -284,44 +208,20 @@ def measure_stack(
     from rayfront.benchmarks.targets.local_stack import LocalStackServer
 
     server = LocalStackServer(logs, model, repo, "gpu", ingress=ingress)
+    load = FleetLoad(
+        model=model, input="x", output="logits", shape=(1, 3, image, image),
+        output_elems=classes, clients=clients, conc=conc, secs=secs, warmup_s=2.0,
+    )  # fmt: skip
     points = []
     try:
         server.start(240)
         for proto in protos:
             port = server.grpc_port if proto == "grpc" else server.http_port
-            cmd = [
-                sys.executable, "-m", "rayfront.benchmarks.run.gpu_check", "client",
-                "--proto", proto, "--port", str(port), "--model", model, "--conc", str(conc),
-                "--dur", str(secs), "--warmup", "2", "--image", str(image),
-                "--classes", str(classes),
-            ]  # fmt: skip
-            procs = [
-                subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(clients)
-            ]
-            outs = []
-            for p in procs:
-                out, err = p.communicate(timeout=secs + 120)
-                try:
-                    outs.append(json.loads(out.strip().splitlines()[-1]))
-                except (IndexError, json.JSONDecodeError):
-                    outs.append({"img_s": 0.0, "errors": 1, "error_samples": [err[-400:]]})
-            points.append(
-                {
-                    "proto": proto,
-                    "ingress": ingress,
-                    "clients": clients,
-                    "conc_per_client": conc,
-                    "img_s": sum(o["img_s"] for o in outs),
-                    "p50_ms": max((o.get("p50_ms") or 0) for o in outs),
-                    "p99_ms": max((o.get("p99_ms") or 0) for o in outs),
-                    "errors": sum(o.get("errors", 0) for o in outs),
-                    "error_samples": [s for o in outs for s in o.get("error_samples", [])][:3],
-                }
-            )
-            _say(
-                f"stack {proto} x{ingress}: {points[-1]['img_s']:.0f} img/s, errors {points[-1]['errors']}"
-            )
+            point = run_fleet(proto, port, load)
+            point["img_s"] = point.pop("req_s")
+            point["ingress"] = ingress
+            points.append(point)
+            _say(f"stack {proto} x{ingress}: {point['img_s']:.0f} img/s, errors {point['errors']}")
     finally:
         server.stop()
     return points
@@ -332,16 +232,6 @@ def measure_stack(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd")
-    client = sub.add_parser("client")
-    client.add_argument("--proto", choices=["http", "grpc", "shm"], required=True)
-    client.add_argument("--port", type=int, required=True)
-    client.add_argument("--model", required=True)
-    client.add_argument("--conc", type=int, default=16)
-    client.add_argument("--dur", type=float, default=5)
-    client.add_argument("--warmup", type=float, default=2)
-    client.add_argument("--image", type=int, default=224)
-    client.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/gpu_check"))
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--quick", action="store_true", help="Tiny sizes for a CPU dry run.")
@@ -349,11 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secs", type=float, default=4.0, help="Measured seconds per point.")
     parser.add_argument("--ingress", default="1,4", help="Ingress process counts for the stack.")
     parser.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True)
-    args = parser.parse_args(argv)
-    if args.cmd == "client":
-        client_main(args)
-        return
-    run(args)
+    run(parser.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> None:

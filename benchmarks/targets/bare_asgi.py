@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -121,6 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="Port to bind.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Where to run.")
     parser.add_argument("--tensorrt", action="store_true", help="Prefer ORT's TensorRT EP.")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Processes sharing the port (uvicorn --workers), as one scales a bare server.",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -128,11 +135,26 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    session = make_session(args.model_path, device=args.device, tensorrt=args.tensorrt)
-    app = BareApp(session, args.model_name)
-    logger.info("bare ASGI baseline serving %s on %s:%d", args.model_name, args.host, args.port)
+    os.environ[_ENV] = orjson.dumps(
+        {
+            "model_path": args.model_path,
+            "model_name": args.model_name,
+            "device": args.device,
+            "tensorrt": args.tensorrt,
+        }
+    ).decode()
+    logger.info(
+        "bare ASGI baseline serving %s on %s:%d (%d worker(s))",
+        args.model_name,
+        args.host,
+        args.port,
+        args.workers,
+    )
+    # An import string and a factory: uvicorn's worker processes build their own app.
     uvicorn.run(
-        app,
+        "rayfront.benchmarks.targets.bare_asgi:app_from_env",
+        factory=True,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         http="httptools",
@@ -141,6 +163,16 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         log_level="warning",
     )
+
+
+_ENV = "RAYFRONT_BARE_ASGI"
+
+
+def app_from_env() -> BareApp:
+    """The app, built in each worker from what :func:`main` put in the environment."""
+    conf = orjson.loads(os.environ[_ENV])
+    session = make_session(conf["model_path"], device=conf["device"], tensorrt=conf["tensorrt"])
+    return BareApp(session, conf["model_name"])
 
 
 if __name__ == "__main__":

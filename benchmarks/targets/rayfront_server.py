@@ -25,12 +25,14 @@ class RayfrontServer(SubprocessServer):
         repository: Path,
         batching_label: str,
         protocols: tuple[str, ...] = ("http", "grpc"),
+        gateway_replicas: int = 1,
     ) -> None:
         safe = batching_label.replace(":", "-")
         super().__init__(f"rayfront-{model}-{safe}", log_dir, model)
         self.repository = repository
         self.protocols = protocols
         self.grpc_port = free_port(HOST)
+        self.gateway_replicas = gateway_replicas
 
     def command(self) -> list[str]:
         return [
@@ -40,6 +42,7 @@ class RayfrontServer(SubprocessServer):
             "--http-port", str(self.http_port),
             "--grpc-port", str(self.grpc_port),
             "--host", HOST,
+            "--gateway-replicas", str(self.gateway_replicas),
         ]  # fmt: skip
 
     def ready(self) -> bool:

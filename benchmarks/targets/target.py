@@ -179,12 +179,19 @@ class BareServer(SubprocessServer):
     """The bare uvicorn KServe v2 baseline (:mod:`.bare_asgi`)."""
 
     def __init__(
-        self, log_dir: Path, model: str, model_path: Path, device: str, tensorrt: bool
+        self,
+        log_dir: Path,
+        model: str,
+        model_path: Path,
+        device: str,
+        tensorrt: bool,
+        workers: int = 1,
     ) -> None:
-        super().__init__(f"bare-{model}", log_dir, model)
+        super().__init__(f"bare-{model}" + (f"-x{workers}" if workers > 1 else ""), log_dir, model)
         self.model_path = model_path
         self.device = device
         self.tensorrt = tensorrt
+        self.workers = workers
 
     def command(self) -> list[str]:
         cmd = [
@@ -194,6 +201,7 @@ class BareServer(SubprocessServer):
             "--host", HOST,
             "--port", str(self.http_port),
             "--device", self.device,
+            "--workers", str(self.workers),
         ]  # fmt: skip
         return [*cmd, "--tensorrt"] if self.tensorrt else cmd
 

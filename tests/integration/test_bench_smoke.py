@@ -82,3 +82,35 @@ def test_bench_quick_run_measures_every_target_when_run_end_to_end(tmp_path: Pat
         prefix = f"| {target} | {batching or '—'} |"
         assert prefix in summary, f"summary has no row for {target} [{batching}]"
     assert _leftovers(str(out)) == [], "server processes outlived the benchmark run"
+
+
+def test_bench_ingress_quick_run_measures_every_path_when_run_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "ingress"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    cmd = [
+        sys.executable, "-m", "rayfront.benchmarks", "ingress",
+        "--quick", "--no-progress", "--out", str(out), "--ingress", "1,2",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=450, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+    import json
+
+    doc = json.loads((out / "ingress.json").read_text())
+    assert not doc.get("failures")
+    points = {(p["target"], p["ingress"], p["proto"]): p for p in doc["points"]}
+    expected = {("memcpy", 0, "-"), ("model", 0, "-")}
+    for n in (1, 2):
+        expected |= {("bare", n, "http")} | {("rayfront", n, p) for p in ("http", "grpc", "shm")}
+    assert set(points) == expected
+    for key, p in points.items():
+        assert p["img_s"] > 0 and p["mb_s"] == pytest.approx(p["img_s"] * 602_112 / 1e6), key
+        if key[0] in ("bare", "rayfront"):
+            # Status of every answer and the values of the first per connection (every
+            # shared-memory slot at the end) were checked by the clients; none may fail.
+            assert p["errors"] == 0 and p["requests"] > 0, (key, p.get("error_samples"))
+    summary = (out / "ingress.md").read_text()
+    assert "| rayfront | 2 | shm |" in summary and "x bare" in summary
+    assert (out / "ingress.png").read_bytes()[:8] == PNG_MAGIC
+    assert len((out / "ingress.csv").read_text().splitlines()) == len(expected) + 1
+    assert _leftovers(str(out)) == [], "server processes outlived the benchmark run"
