@@ -102,6 +102,27 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES, gt=0, description="Largest request body accepted."
     )
+    max_json_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON part of an infer request; bigger tensors go as binary data.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest HTTP request head (431 beyond it)."
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a connection has to send a request's headers (408 after it).",
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="Time a request's body may take to arrive in full."
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Open HTTP connections per ingress process; beyond it new ones get 503.",
+    )
     gateway_replicas: int = Field(
         default=1,
         ge=1,

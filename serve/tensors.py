@@ -30,6 +30,10 @@ from rayfront.errors import InvalidArgumentError
 Buffer = bytes | bytearray | memoryview
 #: numpy's own limit; a deeper shape is a client error, never a server fault.
 MAX_RANK = 64
+#: Most elements one BYTES tensor may have. Each is a Python object, decoded one by one:
+#: a 62 KB gzip body could otherwise expand into 16 M zero-length strings and seconds of
+#: CPU. A million strings is far beyond any text batch.
+MAX_BYTES_ELEMENTS = 1 << 20
 
 _LITTLE = np.little_endian
 
@@ -200,8 +204,18 @@ def element_count(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+def check_bytes_count(count: int, *, name: str, model: str) -> None:
+    """Refuse a BYTES tensor of more than :data:`MAX_BYTES_ELEMENTS` before decoding it."""
+    if count > MAX_BYTES_ELEMENTS:
+        raise InvalidArgumentError(
+            f"{_where(name, model)}: {count} BYTES elements; at most {MAX_BYTES_ELEMENTS} are "
+            "accepted per tensor"
+        )
+
+
 def deserialize_bytes(buf: Buffer, count: int, *, name: str, model: str) -> np.ndarray:
     """Decode ``count`` length-prefixed BYTES elements into a 1-D object array of bytes."""
+    check_bytes_count(count, name=name, model=model)
     mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else buf
     size = len(mv)
     if count * 4 > size:
@@ -297,6 +311,7 @@ def tensor_from_json(
         data = [data]
     try:
         if dt == "BYTES":
+            check_bytes_count(count, name=name, model=model)
             flat = np.asarray(data, dtype=np.object_).reshape(-1)
             arr = np.empty(flat.size, dtype=np.object_)
             for i, item in enumerate(flat.tolist()):

@@ -137,8 +137,6 @@ async def _ingress(
 ) -> None:
     import socket
 
-    import uvicorn
-
     from rayfront.ingress import assemble
     from rayfront.telemetry import DirectoryBoard
 
@@ -161,16 +159,10 @@ async def _ingress(
     sock.setblocking(False)
     grpc_server, _ = ingress.grpc_server(host, grpc_port, reuse_port=True)
     await grpc_server.start()
-    config = uvicorn.Config(
-        ingress.http_app(),
-        loop="none",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-    )
+    from rayfront.protocol.http_server import uvicorn_server
+
     print(f"INGRESS READY pid {os.getpid()}", flush=True)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    await uvicorn_server(ingress.http_app()).serve(sockets=[sock])
     await grpc_server.stop(1)
     await ingress.dataplane.close()
 

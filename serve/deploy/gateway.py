@@ -23,6 +23,7 @@ from rayfront.deploy.ray_loader import RayModelLoader
 from rayfront.errors import UnavailableError
 from rayfront.ingress import assemble, describe
 from rayfront.metrics import RecorderGroup
+from rayfront.protocol.http_server import HttpLimits, serve_socket, uvicorn_server
 from rayfront.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,6 @@ class Gateway:
     """Serve deployment body; ``async __init__`` binds the ports before the replica is ready."""
 
     async def __init__(self, settings: dict[str, Any]) -> None:
-        import uvicorn
-
         self.settings = ServerSettings.model_validate(settings)
         s = self.settings
         self._background: list[asyncio.Task[None]] = []
@@ -134,21 +133,21 @@ class Gateway:
         assert self.loader is not None
         self.loader.refresh(self.ingress.registry.models)
 
-        config = uvicorn.Config(
-            self.ingress.http_app(max_body_bytes=s.max_body_bytes),
-            loop="none",
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            timeout_keep_alive=75,
+        self._http = uvicorn_server(
+            self.ingress.http_app(max_body_bytes=s.max_body_bytes, max_json_bytes=s.max_json_bytes),
+            HttpLimits(
+                max_header_bytes=s.max_header_bytes,
+                header_timeout_s=s.header_timeout_s,
+                body_timeout_s=s.body_timeout_s,
+                max_connections=s.max_connections,
+                max_body_bytes=s.max_body_bytes,
+            ),
             timeout_graceful_shutdown=DRAIN_TIMEOUT_S,
         )
-        self._http = uvicorn.Server(config)
         shared = s.gateway_replicas > 1
         sock = listen_socket(s.host, s.http_port, reuse_port=shared)
         self.http_port = sock.getsockname()[1]
-        self._http_task = asyncio.get_running_loop().create_task(self._http.serve(sockets=[sock]))
+        self._http_task = serve_socket(self._http, sock)
         self._grpc = None
         self.grpc_port = 0
         if s.grpc_port:

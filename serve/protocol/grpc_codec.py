@@ -99,6 +99,7 @@ def _typed_contents(tensor: Any, model: str) -> np.ndarray:
             f"{field} has {len(values)}"
         )
     if dt == "BYTES":
+        tensors.check_bytes_count(count, name=name, model=model)
         arr = np.empty(count, dtype=np.object_)
         arr[:] = list(values)
         return arr.reshape(shape)

@@ -207,8 +207,12 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: Any, route_key: str | None, shm: SharedMemoryRegistry | None = None
     ) -> Any:
-        # Raw contents decode as zero-copy views; typed contents are worth a thread when big.
-        big_in = not request.raw_input_contents and request.ByteSize() > self.offload_bytes
+        # Numeric raw contents decode as zero-copy views; typed contents and BYTES elements
+        # are decoded one by one, so those go to a thread. (ByteSize() would serialize
+        # the message to measure it: as costly as the decode it would decide about.)
+        big_in = not request.raw_input_contents or any(
+            t.datatype == "BYTES" for t in request.inputs
+        )
         if big_in:
             infer_request: InferRequest = await asyncio.to_thread(
                 grpc_codec.infer_request_from_pb, request, route_key=route_key, shm=shm

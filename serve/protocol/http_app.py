@@ -261,6 +261,7 @@ class HTTPApp:
         offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
         shm: SharedMemoryRegistry | None = None,
         shm_remote: bool = False,
+        max_json_bytes: int = http_codec.DEFAULT_MAX_JSON_BYTES,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be > 0, got {max_body_bytes}")
@@ -268,6 +269,7 @@ class HTTPApp:
         self.repository = repository
         self.max_body_bytes = max_body_bytes
         self.offload_bytes = offload_bytes
+        self.max_json_bytes = max_json_bytes
         self._auth = auth
         self.shm = shm
         self._shm_remote = shm_remote
@@ -507,15 +509,15 @@ class HTTPApp:
         big = len(body) > self.offload_bytes
         encoding = headers.get("content-encoding")
         if encoding:
-            body = await self._offload(
-                big, http_codec.decompress, body, encoding, max_bytes=self.max_body_bytes
+            # Always in a thread: a small body can inflate to the full cap.
+            body = await asyncio.to_thread(
+                http_codec.decompress, body, encoding, max_bytes=self.max_body_bytes
             )
-            big = len(body) > self.offload_bytes
         header_length = http_codec.parse_header_length(headers.get(http_codec.HEADER_LENGTH))
-        # Binary tensors decode as zero-copy views; only a big JSON header is worth a thread.
-        json_size = len(body) if header_length is None else header_length
+        # Numeric binary tensors decode as zero-copy views, but JSON and BYTES elements are
+        # decoded one by one: any big body is decoded off the event loop.
         request = await self._offload(
-            json_size > self.offload_bytes,
+            len(body) > self.offload_bytes,
             http_codec.decode_infer_request,
             body,
             model_name=model,
@@ -523,6 +525,7 @@ class HTTPApp:
             header_length=header_length,
             route_key=headers.get(http_codec.ROUTE_KEY_HEADER),
             shm=shm,
+            max_json_bytes=self.max_json_bytes,
         )
         response = await self.dataplane.infer(request)
         out_bytes = sum(a.nbytes for a in response.outputs.values())
@@ -601,6 +604,7 @@ def build_http_app(
     offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
     shm: SharedMemoryRegistry | None = None,
     shm_remote: bool = False,
+    max_json_bytes: int = http_codec.DEFAULT_MAX_JSON_BYTES,
 ) -> HTTPApp:
     """The KServe v2 / Triton HTTP ASGI app over ``dataplane`` and ``repository``.
 
@@ -620,4 +624,5 @@ def build_http_app(
         offload_bytes=offload_bytes,
         shm=shm,
         shm_remote=shm_remote,
+        max_json_bytes=max_json_bytes,
     )

@@ -40,6 +40,8 @@ _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 # zlib window bits: gzip wrapper, zlib wrapper (what tritonclient's "deflate" sends), raw.
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _CHUNK = 1 << 20
+#: Largest JSON part of an infer request (the whole body without the binary extension).
+DEFAULT_MAX_JSON_BYTES = 8 * 1024 * 1024
 
 
 def _where(name: str, model: str) -> str:
@@ -214,6 +216,7 @@ def decode_infer_request(
     header_length: int | None = None,
     route_key: str | None = None,
     shm: SharedMemoryRegistry | None = None,
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
 ) -> InferRequest:
     """Decode an (already decompressed) infer body into an :class:`InferRequest`.
 
@@ -228,6 +231,13 @@ def decode_infer_request(
             f"{header_length} exceeds the body size {size}"
         )
     header = view if header_length is None else view[:header_length]
+    if len(header) > max_json_bytes:
+        # Parsed JSON costs ~30x its text in Python objects: cap it before parsing.
+        raise PayloadTooLargeError(
+            f"request to model '{model_name}': its JSON is {len(header)} bytes, over the "
+            f"{max_json_bytes}-byte limit for JSON; send large tensors as binary data "
+            "(binary_data_size, Inference-Header-Content-Length) or in shared memory"
+        )
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as exc:

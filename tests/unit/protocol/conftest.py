@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from protocol_fakes import ADMIN_TOKEN, MAX_BODY, OFFLOAD, FakeDataPlane
+from protocol_fakes import ADMIN_TOKEN, HTTP_LIMITS, MAX_BODY, OFFLOAD, FakeDataPlane
+
+from rayfront.protocol.http_server import uvicorn_server
 
 
 @dataclass
@@ -41,8 +43,6 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
-    import uvicorn
-
     from rayfront.auth import AdminAuth
     from rayfront.protocol.grpc_service import create_grpc_server
     from rayfront.protocol.http_app import build_http_app
@@ -57,10 +57,8 @@ def servers() -> Iterator[Servers]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     http_port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, http="httptools", loop="asyncio", lifespan="on", log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
+    # The listener the gateway runs, with short deadlines so their tests stay quick.
+    server = uvicorn_server(app, HTTP_LIMITS)
     started = threading.Event()
     state: dict[str, Any] = {}
 

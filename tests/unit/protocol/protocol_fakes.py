@@ -11,6 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from rayfront.dtypes import to_config_enum
 from rayfront.errors import NotFoundError, UnavailableError
 from rayfront.protocol.checks import validate_request
+from rayfront.protocol.http_server import HttpLimits
 from rayfront.protocol.types import InferRequest, InferResponse
 from rayfront.spec import ModelSpec, TensorSpec
 from rayfront.tensors import as_array
@@ -18,6 +19,9 @@ from rayfront.tensors import as_array
 ADMIN_TOKEN = "s3cret"
 MAX_BODY = 1 << 20  # small caps so "too large" tests stay cheap
 OFFLOAD = 64 << 10
+HTTP_LIMITS = HttpLimits(
+    max_header_bytes=16 << 10, header_timeout_s=1.0, body_timeout_s=1.0, max_body_bytes=MAX_BODY
+)
 
 ADD_SPEC = ModelSpec(
     name="add",
