@@ -24,10 +24,11 @@ from rayfront.canary.controller import CanaryManager, OnRetire
 from rayfront.canary.shadow import ShadowMirror
 from rayfront.canary.store import CanaryStore
 from rayfront.dataplane import ServingDataPlane
-from rayfront.metrics import ModelMetrics, RecorderGroup
+from rayfront.metrics import ModelMetrics, RecorderGroup, ReplicaGauge
 from rayfront.models import ModelLoader, ModelRegistry
 from rayfront.protocol.grpc_service import DEFAULT_MAX_MESSAGE_BYTES, create_grpc_server
 from rayfront.protocol.http_app import DEFAULT_MAX_BODY_BYTES, HTTPApp, Route, build_http_app
+from rayfront.protocol.http_codec import DEFAULT_MAX_JSON_BYTES
 from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.stats import StatsAggregator
 from rayfront.telemetry import Board, Telemetry
@@ -51,6 +52,7 @@ class Ingress:
         self,
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
         extra_routes: Sequence[Route] = (),
     ) -> HTTPApp:
         """The KServe v2 HTTP app, the canary admin API included."""
@@ -59,6 +61,7 @@ class Ingress:
             self.registry,
             auth=self.auth,
             max_body_bytes=max_body_bytes,
+            max_json_bytes=max_json_bytes,
             extra_routes=[*canary_routes(self.canary), *extra_routes],
             shm=self.shm,
             shm_remote=self.shm_remote,
@@ -109,6 +112,15 @@ def assemble(
     recorder = RecorderGroup(metrics, stats)
     loader = make_loader(recorder)
     registry = ModelRegistry(loader)
+    metrics.registry.register(
+        ReplicaGauge(
+            lambda: [
+                (e.name, v, sv.replicas)
+                for e in list(registry.models.values())
+                for v, sv in list(e.versions.items())
+            ]
+        )
+    )
     repo = loader.repository()
     canary = CanaryManager(
         CanaryStore(repo.root),

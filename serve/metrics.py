@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -183,6 +183,26 @@ class _TritonCounters(Collector):
             for labels, value in sorted(values.items()):
                 metric.add_sample(name, dict(labels), value)
             yield metric
+
+
+class ReplicaGauge(Collector):
+    """``rayfront_model_replicas{model,version}``: replicas running per served version.
+
+    Read at scrape time from whatever the loader last learnt (``versions()`` yields
+    (model, version, replicas or None)), so it can never disagree with readiness.
+    """
+
+    NAME = "rayfront_model_replicas"
+
+    def __init__(self, versions: Callable[[], Iterable[tuple[str, str, int | None]]]) -> None:
+        self._versions = versions
+
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.NAME, "Replicas running per model version", "gauge")
+        for model, version, replicas in self._versions():
+            if replicas is not None:
+                metric.add_sample(self.NAME, {"model": model, "version": version}, replicas)
+        yield metric
 
 
 @dataclass(frozen=True)

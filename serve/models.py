@@ -39,6 +39,8 @@ class ServedVersion:
     queue: VersionQueue
     ready: bool = True
     reason: str = ""
+    # Replicas running, as the deployment platform last reported (None: not reported).
+    replicas: int | None = None
 
 
 @dataclass

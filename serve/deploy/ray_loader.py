@@ -149,6 +149,7 @@ class RayModelLoader:
                     sv.ready, sv.reason = False, "application not running"
                     continue
                 running = app["running_replicas"]
+                sv.replicas = running
                 sv.ready = app["status"] == "RUNNING" and (running > 0 or scales_to_zero)
                 sv.reason = "" if sv.ready else app["message"] or app["status"]
                 pool = self._pools.get(app_name)
