@@ -130,12 +130,19 @@ class ServingDataPlane:
         }
 
     async def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether ``name`` (``version``) can take requests; NotFoundError when unknown.
+
+        A model in the repository that is not serving (it failed to load, or was
+        unloaded) is known, so it is "not ready", not "not found".
+        """
         entry = self.models.get(name)
         if entry is None:
-            return False
+            if name in self.registry.repository().models():
+                return False
+            self.registry.entry(name)  # raises Triton's "Request for unknown model"
+        assert entry is not None
         if version:
-            sv = entry.versions.get(version)
-            return bool(sv and sv.ready)
+            return entry.version(version).ready
         return any(sv.ready for sv in entry.versions.values())
 
     async def model_config(self, name: str, version: str = "") -> Any:

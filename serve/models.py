@@ -20,9 +20,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rayfront.batching import VersionQueue
 from rayfront.engine import EngineSettings, VersionEngine
-from rayfront.errors import InternalError, NotFoundError, RayfrontError, UnavailableError
+from rayfront.errors import (
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    RayfrontError,
+    UnavailableError,
+)
 from rayfront.metrics import InferenceRecorder
 from rayfront.repository.layout import Repository
+from rayfront.repository.pbtxt import proto_to_spec
 from rayfront.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -66,8 +73,9 @@ class ModelEntry:
         """The live ``version``, or NotFoundError listing the served ones."""
         sv = self.versions.get(version)
         if sv is None:
+            # Triton's wording first: clients match on it.
             raise NotFoundError(
-                f"model '{self.name}' has no version '{version}' "
+                f"Request for unknown model: '{self.name}' version {version} is not found "
                 f"(served versions: {', '.join(self.sorted_versions()) or 'none'})"
             )
         return sv
@@ -76,7 +84,9 @@ class ModelEntry:
 class ModelLoader(Protocol):
     """Loads and unloads the versions of a model into backends."""
 
-    async def load(self, name: str) -> ModelEntry: ...
+    async def load(self, name: str, spec: ModelSpec | None = None) -> ModelEntry:
+        """Serve ``name``'s versions with ``spec`` (default: its config.pbtxt)."""
+        ...
 
     async def unload(self, entry: ModelEntry) -> None: ...
 
@@ -99,10 +109,10 @@ class LocalModelLoader:
     def repository(self) -> Repository:
         return self._repo
 
-    async def load(self, name: str) -> ModelEntry:
+    async def load(self, name: str, spec: ModelSpec | None = None) -> ModelEntry:
         if name not in self._repo.models():
             raise NotFoundError(f"model '{name}' is not in the repository {self._repo.root}")
-        spec = self._repo.spec(name)
+        spec = spec or self._repo.spec(name)
         entry = ModelEntry(name=name, spec=spec)
         for v in self._repo.served_versions(name):
             engine = await asyncio.to_thread(
@@ -121,6 +131,31 @@ class LocalModelLoader:
     async def unload(self, entry: ModelEntry) -> None:
         for sv in entry.versions.values():
             await sv.queue.close()
+
+
+def override_spec(name: str, config: str) -> ModelSpec:
+    """The spec of a load request's ``config`` override (Triton's model configuration JSON)."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        proto = json_format.Parse(config, model_config_pb2.ModelConfig())
+    except (json_format.ParseError, ValueError, TypeError) as exc:
+        raise InvalidArgumentError(
+            f"failed to load '{name}': the 'config' parameter is not a model configuration "
+            f"in JSON: {_first_line(exc)}"
+        ) from None
+    if proto.name and proto.name != name:
+        raise InvalidArgumentError(
+            f"failed to load '{name}': the 'config' override names model '{proto.name}'"
+        )
+    proto.name = name
+    try:
+        return proto_to_spec(proto, name_hint=name)
+    except RayfrontError as exc:
+        raise InvalidArgumentError(
+            f"failed to load '{name}': config override: {exc.message}"
+        ) from None
 
 
 class ModelRegistry:
@@ -148,7 +183,9 @@ class ModelRegistry:
         entry = self._models.get(name)
         if entry is None:
             known = ", ".join(sorted(self._models)) or "none"
-            raise NotFoundError(f"unknown model '{name}' (served models: {known})")
+            raise NotFoundError(
+                f"Request for unknown model: '{name}' is not found (served models: {known})"
+            )
         return entry
 
     def live_versions(self, model: str) -> list[str]:
@@ -182,19 +219,29 @@ class ModelRegistry:
                 self._failed[name] = reason
                 logger.error("model %r failed to load: %s", name, reason)
 
-    async def load_model(self, name: str) -> None:
-        """(Re)load ``name`` from the repository (the repository API's load)."""
+    async def load_model(self, name: str, config: str | None = None) -> None:
+        """(Re)load ``name`` from the repository (the repository API's load).
+
+        ``config`` is Triton's override: a model configuration in JSON that replaces
+        config.pbtxt for this load (in memory; the file is not changed). A version whose
+        configuration changed is redeployed.
+        """
         if name not in self.repository().models():
-            raise NotFoundError(f"model '{name}' is not in the repository")
+            raise NotFoundError(f"failed to load '{name}': it is not in the model repository")
+        spec = override_spec(name, config) if config is not None else None
         try:
-            await self._load(name)
+            await self._load(name, spec)
         except RayfrontError as exc:
             self._failed[name] = exc.message
-            raise
+            raise type(exc)(f"failed to load '{name}': {exc.message}") from None
         except Exception as exc:
             self._failed[name] = _first_line(exc)
-            raise InternalError(f"failed to load model '{name}': {_first_line(exc)}") from None
-        logger.info("model %r (re)loaded through the repository API", name)
+            raise InternalError(f"failed to load '{name}': {_first_line(exc)}") from None
+        logger.info(
+            "model %r (re)loaded through the repository API%s",
+            name,
+            " with a config override" if spec is not None else "",
+        )
 
     async def unload_model(self, name: str) -> None:
         """Stop serving ``name`` (the repository API's unload)."""
@@ -217,7 +264,7 @@ class ModelRegistry:
             )
         logger.info("retired model %r version %s", model, version)
 
-    async def _load(self, name: str) -> ModelEntry:
+    async def _load(self, name: str, spec: ModelSpec | None = None) -> ModelEntry:
         """(Re)load a model. Versions it still serves keep running; only dropped ones go.
 
         A version that appears on reload starts with no unpinned traffic: the split in force
@@ -225,7 +272,7 @@ class ModelRegistry:
         """
         async with self._lock:
             old = self._models.get(name)
-            entry = await self._loader.load(name)
+            entry = await self._loader.load(name, spec)
             # The split in force before the swap (a default one points at the newest version).
             previous = (
                 dict(self.canary.policy(name).weights)

@@ -324,7 +324,7 @@ def tensor_from_json(
                 raise ValueError(f"BOOL data must be true/false, got {arr.dtype} values")
             arr = arr.astype(np.bool_)
         else:
-            arr = np.asarray(data, dtype=to_numpy(dt))
+            arr = _json_numbers(data, to_numpy(dt), dt)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidArgumentError(
             f"{_where(name, model)}: JSON data is not a valid {dt} tensor: {exc}"
@@ -335,6 +335,37 @@ def tensor_from_json(
             f"JSON data has {arr.size}"
         )
     return arr.reshape(shape)
+
+
+def _json_numbers(data: Any, target: np.dtype, dt: str) -> np.ndarray:
+    """JSON numbers as ``target``, as strictly as Triton parses them.
+
+    numpy alone would turn the string "NaN" into a float, 1.5 into the integer 1 and
+    ``true`` into 1; a client that sends those has a bug worth a 400.
+    """
+    raw = np.asarray(data)
+    if raw.size == 0:
+        return raw.astype(target)
+    kind = raw.dtype.kind
+    if kind in "bUS" or (kind == "O" and target.kind not in "iu"):
+        what = {"b": "booleans", "U": "strings", "S": "strings"}.get(kind, "other values")
+        raise ValueError(f"{dt} data must be numbers, got {what}")
+    if target.kind in "iu":
+        if kind == "O" and not all(type(v) is int for v in raw.flat):
+            raise ValueError(f"{dt} data must be integers")
+        if kind == "f":
+            # numpy mixes big integers into float64; only fractions are wrong here.
+            info = np.iinfo(target)
+            if not (
+                np.all(raw == np.trunc(raw)) and raw.min() >= info.min and raw.max() <= info.max
+            ):
+                raise ValueError(f"{dt} data must be integers within [{info.min}, {info.max}]")
+        return np.asarray(data, dtype=target)  # exact from Python ints; OverflowError out of range
+    with np.errstate(over="raise"):
+        try:
+            return raw.astype(target)
+        except FloatingPointError:
+            raise ValueError(f"values overflow {dt}") from None
 
 
 def tensor_to_raw(arr: np.ndarray) -> bytes | memoryview:

@@ -109,11 +109,12 @@ class DirectoryLoader:
     def repository(self) -> Any:
         return self._repo
 
-    async def load(self, name: str) -> Any:
+    async def load(self, name: str, spec: Any = None) -> Any:
         from rayfront.models import ModelEntry, ServedVersion
         from rayfront.transport.discovery import Endpoint
         from rayfront.transport.pool import ReplicaPool
 
+        # The replicas were started from config.pbtxt; an override cannot reach them here.
         spec = self._repo.spec(name)
         entry = ModelEntry(name=name, spec=spec)
         for v in self._repo.served_versions(name):

@@ -26,6 +26,17 @@ def delete(key: str) -> None:
     _internal_kv_del(key, namespace=KV_NAMESPACE)
 
 
+def get(key: str) -> bytes | None:
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return _internal_kv_get(key, namespace=KV_NAMESPACE)
+
+
+def deployed_config_key(app_name: str) -> str:
+    """Where the digest of the configuration a version app was deployed with is kept."""
+    return f"rayfront/deployed/{app_name}"
+
+
 def list_endpoints(app_name: str) -> dict[str, Endpoint]:
     """The endpoints the app's replicas published (key -> endpoint)."""
     from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list

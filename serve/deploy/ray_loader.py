@@ -17,6 +17,7 @@ wakes the autoscaler.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import Any
 
@@ -25,7 +26,9 @@ from rayfront.errors import InternalError, NotFoundError, RayfrontError, Unavail
 from rayfront.metrics import InferenceRecorder
 from rayfront.models import ModelEntry, ServedVersion
 from rayfront.repository.layout import Repository
+from rayfront.repository.pbtxt import render_config
 from rayfront.settings import ServerSettings
+from rayfront.spec import ModelSpec
 from rayfront.tensors import TensorDict
 from rayfront.transport.arena import Arena
 from rayfront.transport.client import probe
@@ -80,7 +83,7 @@ class RayModelLoader:
                 self._settings = self._settings.model_copy(update={"arena_bytes": 0})
         return self._arena
 
-    async def load(self, name: str) -> ModelEntry:
+    async def load(self, name: str, spec: ModelSpec | None = None) -> ModelEntry:
         import ray
         from ray import serve
 
@@ -91,16 +94,30 @@ class RayModelLoader:
             self._node_id = ray.get_runtime_context().get_node_id()
         if name not in self._repo.models():
             raise NotFoundError(f"model '{name}' is not in the repository {self._repo.root}")
-        spec = self._repo.spec(name)
+        spec = spec or self._repo.spec(name)
         entry = ModelEntry(name=name, spec=spec)
         running = _running_apps()
+        digest = _config_digest(spec)
         for v in self._repo.served_versions(name):
             app_name = self._settings.version_app_name(name, v)
-            if app_name not in running:
-                logger.info("deploying %s (model %r version %s)", app_name, name, v)
+            key = kv.deployed_config_key(app_name)
+            deployed = await asyncio.to_thread(kv.get, key) if app_name in running else None
+            # A running version keeps its replicas unless its configuration changed (a new
+            # config.pbtxt, or a load with a config override): then Serve rolls it over.
+            if app_name not in running or (deployed is not None and deployed != digest):
+                logger.info(
+                    "%s %s (model %r version %s)",
+                    "deploying" if app_name not in running else "redeploying (config changed)",
+                    app_name,
+                    name,
+                    v,
+                )
                 app = version_application(self._settings, spec, v)
                 # serve.run blocks until the app is RUNNING; keep the ingress loop free.
                 await asyncio.to_thread(serve.run, app, name=app_name, route_prefix=None)
+                await asyncio.to_thread(kv.publish, key, digest)
+            elif deployed is None:
+                await asyncio.to_thread(kv.publish, key, digest)
             handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name)
             pool = ReplicaPool(
                 fallback=handle_fallback(handle),
@@ -128,6 +145,7 @@ class RayModelLoader:
         app_name = self._settings.version_app_name(model, version)
         self._pools.pop(app_name, None)
         await asyncio.to_thread(serve.delete, app_name)
+        await asyncio.to_thread(kv.delete, kv.deployed_config_key(app_name))
         logger.info("deleted %s", app_name)
 
     def refresh(self, models: dict[str, ModelEntry]) -> None:
@@ -203,6 +221,11 @@ def _running_apps() -> set[str]:
         for name, app in serve.status().applications.items()
         if _enum_value(app.status) == "RUNNING"
     }
+
+
+def _config_digest(spec: ModelSpec) -> bytes:
+    """What identifies a version app's configuration (the rendered config.pbtxt)."""
+    return hashlib.sha256(render_config(spec).encode()).hexdigest().encode()
 
 
 def _serve_status() -> dict[str, dict[str, Any]] | None:

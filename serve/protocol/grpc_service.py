@@ -146,7 +146,16 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     @_aborts_on_error
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._auth.check_headers(_metadata(context), "RepositoryModelLoad")
-        await self.repository.load_model(request.model_name)
+        config = None
+        if "config" in request.parameters:
+            param = request.parameters["config"]
+            if param.WhichOneof("parameter_choice") != "string_param":
+                raise InvalidArgumentError(
+                    f"failed to load '{request.model_name}': parameter 'config' must be a "
+                    "string of JSON"
+                )
+            config = param.string_param
+        await self.repository.load_model(request.model_name, config=config)
         return pb.RepositoryModelLoadResponse()
 
     @_aborts_on_error

@@ -455,8 +455,16 @@ class HTTPApp:
         return Response.json(await self.repository.repository_index(ready_only=ready))
 
     async def _load(self, ctx: RequestContext) -> Response:
-        ctx.json()  # a malformed body is still a client error, even though we ignore it
-        await self.repository.load_model(ctx.params["model"])
+        model = ctx.params["model"]
+        doc = ctx.json()  # a malformed body is a client error
+        params = doc.get("parameters") if isinstance(doc, dict) else None
+        params = params if isinstance(params, dict) else {}
+        config = params.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidArgumentError(
+                f"failed to load '{model}': parameter 'config' must be a string of JSON"
+            )
+        await self.repository.load_model(model, config=config)
         return Response(b"", 200)
 
     async def _unload(self, ctx: RequestContext) -> Response:

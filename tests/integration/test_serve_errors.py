@@ -67,8 +67,18 @@ def _digits_json(
 
 CASES = {
     # name: (model, version, json body builder, expected fragment)
-    "unknown model": ("nope", "", _digits_json([1, 1, 8, 8]), "unknown model 'nope'"),
-    "unknown version": ("digits", "9", _digits_json([1, 1, 8, 8]), "has no version '9'"),
+    "unknown model": (
+        "nope",
+        "",
+        _digits_json([1, 1, 8, 8]),
+        "Request for unknown model: 'nope' is not found",
+    ),
+    "unknown version": (
+        "digits",
+        "9",
+        _digits_json([1, 1, 8, 8]),
+        "Request for unknown model: 'digits' version 9 is not found",
+    ),
     "wrong dtype": (
         "digits",
         "",

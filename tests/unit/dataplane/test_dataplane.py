@@ -109,9 +109,9 @@ def test_dataplane_rejects_bad_requests_before_queueing_when_invalid(tmp_path: P
         ingress = _ingress(root)
         plane = ingress.dataplane
         await ingress.registry.load_all()
-        with pytest.raises(NotFoundError, match="unknown model 'nope'"):
+        with pytest.raises(NotFoundError, match="Request for unknown model: 'nope' is not found"):
             await plane.infer(InferRequest(model_name="nope", inputs={}))
-        with pytest.raises(NotFoundError, match="has no version '7'"):
+        with pytest.raises(NotFoundError, match="'scale' version 7 is not found"):
             await plane.infer(_req(np.ones((1, 2), np.float32), version="7"))
         with pytest.raises(InvalidArgumentError, match="input 'x' of model 'scale'"):
             await plane.infer(_req(np.ones((1, 2), np.int64)))
@@ -121,6 +121,57 @@ def test_dataplane_rejects_bad_requests_before_queueing_when_invalid(tmp_path: P
         assert list(out.outputs) == ["y"]
         text = (await plane.metrics_text()).decode()
         assert 'nv_inference_request_failure{model="scale"' in text
+        await plane.close()
+
+    asyncio.run(scenario())
+
+
+def test_registry_load_honours_config_override_and_names_failures_as_triton_does(tmp_path: Path):
+    import json
+
+    from rayfront.errors import UnavailableError
+
+    root = tmp_path / "repo"
+    _write(root, tmp_path, 2.0)
+
+    async def scenario() -> None:
+        ingress = _ingress(root)
+        plane, registry = ingress.dataplane, ingress.registry
+        await registry.load_all()
+        assert registry.entry("scale").spec.max_batch_size == 4
+        # Triton's override: the model's configuration as JSON, for this load only.
+        override = {
+            "name": "scale",
+            "platform": "onnxruntime_onnx",
+            "max_batch_size": 2,
+            "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [2]}],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [2]}],
+        }
+        await registry.load_model("scale", config=json.dumps(override))
+        assert registry.entry("scale").spec.max_batch_size == 2
+        with pytest.raises(InvalidArgumentError, match="max_batch_size 2"):
+            await plane.infer(_req(np.ones((3, 2), np.float32)))
+        assert "max_batch_size: 4" in (root / "scale" / "config.pbtxt").read_text()
+
+        with pytest.raises(InvalidArgumentError, match="failed to load 'scale': the 'config'"):
+            await registry.load_model("scale", config="{not json")
+        with pytest.raises(InvalidArgumentError, match="override names model 'other'"):
+            await registry.load_model("scale", config=json.dumps({**override, "name": "other"}))
+        with pytest.raises(NotFoundError, match="failed to load 'nope'"):
+            await registry.load_model("nope")
+        # The failed loads left the served model as it was.
+        assert (await plane.infer(_req(np.ones((1, 2), np.float32)))).outputs["y"][0, 0] == 2.0
+
+        # Ready: unknown is not found (404); known but not serving is not ready (503).
+        assert await plane.model_ready("scale")
+        with pytest.raises(NotFoundError, match="Request for unknown model: 'nope'"):
+            await plane.model_ready("nope")
+        with pytest.raises(NotFoundError, match="version 9 is not found"):
+            await plane.model_ready("scale", "9")
+        await registry.unload_model("scale")
+        assert await plane.model_ready("scale") is False
+        with pytest.raises((NotFoundError, UnavailableError)):
+            await plane.infer(_req(np.ones((1, 2), np.float32)))
         await plane.close()
 
     asyncio.run(scenario())

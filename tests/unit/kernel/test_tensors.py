@@ -191,3 +191,44 @@ def test_codec_classify_returns_top_k_per_row_when_batched():
     assert out.shape == (2, 2)
     assert out.tolist() == [[b"0.700000:1", b"0.200000:2"], [b"0.500000:0", b"0.400000:2"]]
     assert tensors.classify(np.array([3, 9, 1]), 1).tolist() == [b"9.000000:1"]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "fragment"),
+    [
+        ("FP32", ["NaN"] * 2, "FP32 data must be numbers, got strings"),
+        ("FP32", [True, False], "got booleans"),
+        ("FP32", [2**70, 1], "got other values"),
+        ("FP32", [1e39, 1], "values overflow FP32"),
+        ("INT64", [1.5, 2], "INT64 data must be integers"),
+        ("INT8", [300, 1], "out of bounds for int8"),
+        ("UINT8", [-1, 1], "out of bounds for uint8"),
+        ("INT32", [1e30, 1], "integers within"),
+        ("INT64", [1, "2"], "must be numbers, got strings"),
+    ],
+)
+def test_tensor_from_json_refuses_values_triton_would_not_parse(datatype, data, fragment):
+    from rayfront.tensors import tensor_from_json
+
+    with pytest.raises(InvalidArgumentError, match=fragment):
+        tensor_from_json(datatype, [2], data, name="x", model="m")
+
+
+def test_tensor_from_json_keeps_exact_big_integers_and_integral_floats():
+    from rayfront.tensors import tensor_from_json
+
+    big = tensor_from_json("UINT64", [2], [0, 2**64 - 1], name="x", model="m")
+    assert big.tolist() == [0, 2**64 - 1]
+    assert tensor_from_json("INT32", [2], [1.0, -2.0], name="x", model="m").tolist() == [1, -2]
+    assert tensor_from_json("FP16", [2], [1, 0.5], name="x", model="m").dtype == np.float16
+
+
+def test_bytes_tensors_over_element_cap_are_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(tensors, "MAX_BYTES_ELEMENTS", 8)
+    # 16 zero-length elements: 64 bytes that would decode into 16 objects.
+    buf = struct.pack("<I", 0) * 16
+    with pytest.raises(InvalidArgumentError, match="16 BYTES elements; at most 8"):
+        tensors.tensor_from_raw("BYTES", [16], buf, name="t", model="m")
+    with pytest.raises(InvalidArgumentError, match="16 BYTES elements; at most 8"):
+        tensors.tensor_from_json("BYTES", [16], [""] * 16, name="t", model="m")
+    assert tensors.tensor_from_raw("BYTES", [8], buf[:32], name="t", model="m").shape == (8,)

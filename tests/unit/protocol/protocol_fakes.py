@@ -68,6 +68,7 @@ class FakeDataPlane:
     def __init__(self) -> None:
         self.requests: list[InferRequest] = []
         self.admin_calls: list[tuple[str, str]] = []
+        self.load_configs: list[str | None] = []
         self.slow_started = asyncio.Event()
         self.slow_release: asyncio.Event | None = None
         self.success = 0
@@ -136,8 +137,9 @@ class FakeDataPlane:
         self.admin_calls.append((op, name))
         self._spec(name)
 
-    async def load_model(self, name: str) -> None:
+    async def load_model(self, name: str, config: str | None = None) -> None:
         self._admin("load", name)
+        self.load_configs.append(config)
 
     async def unload_model(self, name: str) -> None:
         self._admin("unload", name)

@@ -131,6 +131,13 @@ def test_grpc_repository_load_passes_token_when_metadata_given(servers, grpc_cli
     assert len(servers.dataplane.admin_calls) == calls  # refused before the repository
 
 
+def test_grpc_repository_load_passes_config_override_when_given(servers, grpc_client):
+    grpc_client.load_model(
+        "add", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, config='{"max_batch_size": 2}'
+    )
+    assert servers.dataplane.load_configs[-1] == '{"max_batch_size": 2}'
+
+
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [

@@ -330,3 +330,28 @@ def test_http_error_body_hides_internals_when_exception_is_not_ours():
     status, body = http_codec.error_body(KeyError("secret"))
     assert status == 500
     assert orjson.loads(body) == {"error": "internal error: KeyError"}
+
+
+def test_http_decode_refuses_json_over_its_cap_before_parsing_but_not_binary_data():
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [300], "data": [0.5] * 300}]}
+    body = orjson.dumps(doc)
+    with pytest.raises(PayloadTooLargeError, match=r"its JSON is \d+ bytes, over the 1024-byte"):
+        http_codec.decode_infer_request(body, model_name="m", max_json_bytes=1024)
+    # The same tensor as binary data: the JSON part is small, the tensor bytes are not JSON.
+    x = np.full(300, 0.5, np.float32)
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [300],
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ]
+        }
+    )
+    request = http_codec.decode_infer_request(
+        header + x.tobytes(), model_name="m", header_length=len(header), max_json_bytes=1024
+    )
+    np.testing.assert_array_equal(request.inputs["x"], x)

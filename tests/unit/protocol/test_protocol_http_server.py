@@ -205,6 +205,26 @@ def test_http_repository_load_passes_token_when_bearer_or_header(servers, http_c
     assert len(servers.dataplane.admin_calls) == calls  # refused before the repository
 
 
+def test_http_repository_load_passes_config_override_when_given(servers, http_client):
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    http_client.load_model("add", headers=auth, config='{"max_batch_size": 2}')
+    assert servers.dataplane.load_configs[-1] == '{"max_batch_size": 2}'
+    status, _, body = _raw(
+        servers,
+        "POST",
+        "/v2/repository/models/add/load",
+        b'{"parameters": {"config": {"max_batch_size": 2}}}',
+        auth,
+    )
+    assert status == 400 and b"parameter 'config' must be a string of JSON" in body
+
+
+def test_http_model_ready_is_404_with_triton_text_when_model_unknown(servers):
+    status, _, body = _raw(servers, "GET", "/v2/models/nope/ready")
+    assert status == 404 and b"unknown model 'nope'" in body
+    assert _raw(servers, "GET", "/v2/models/add/ready")[0] == 200
+
+
 def test_http_metrics_returns_prometheus_text(servers):
     status, headers, body = _raw(servers, "GET", "/metrics")
     assert status == 200
