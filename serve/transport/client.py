@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
+import time
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from rayfront.transport.discovery import Endpoint
 from rayfront.transport.frames import (
     HIGH_WATER,
     KIND_ERROR,
+    KIND_PONG,
     KIND_REQUEST,
     KIND_RESPONSE,
     ConnectionLost,
@@ -35,12 +38,17 @@ from rayfront.transport.frames import (
     decode_error,
     decode_tensors,
     encode_cancel,
+    encode_ping,
     encode_tensors,
     read_frame,
 )
 from rayfront.transport.handshake import HandshakeError, client_handshake
 
+logger = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT_S = 2.0
+#: A replica silent this long (pings unanswered) while calls wait on it is left.
+STALL_S = 8.0
 #: Answers are model outputs; a peer announcing more than this is broken.
 MAX_RESPONSE_BYTES = 1 << 30
 
@@ -123,6 +131,9 @@ class TransportClient:
         self._idle: asyncio.Event | None = None
         self._outbox: list[bytes | memoryview] = []
         self._flush_scheduled = False
+        self._last_heard = 0.0
+        self._watchdog: asyncio.Task[None] | None = None
+        self.stall_s = STALL_S
 
     @property
     def inflight(self) -> int:
@@ -164,9 +175,10 @@ class TransportClient:
                 reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
             self._writer = writer
             self._alive = True
-            self._reader_task = asyncio.get_running_loop().create_task(
-                self._read_loop(reader, writer)
-            )
+            self._last_heard = time.monotonic()
+            loop = asyncio.get_running_loop()
+            self._reader_task = loop.create_task(self._read_loop(reader, writer))
+            self._watchdog = loop.create_task(self._watch(writer))
             return writer
 
     def _send(self, frame: list[bytes | memoryview] | list[bytes]) -> None:
@@ -232,6 +244,9 @@ class TransportClient:
                 request_id, kind, header_len, payload = await read_frame(
                     reader, max_body=MAX_RESPONSE_BYTES
                 )
+                self._last_heard = time.monotonic()
+                if kind == KIND_PONG:
+                    continue
                 future = self._pending.get(request_id)
                 if future is None or future.done():
                     continue  # the caller gave up (cancelled); drop its answer
@@ -255,6 +270,42 @@ class TransportClient:
         finally:
             self._fail_pending(f"connection to {self.endpoint.describe()} lost ({reason})")
             writer.close()
+
+    async def _watch(self, writer: asyncio.StreamWriter) -> None:
+        """Leave a replica that stops answering while calls wait on it.
+
+        A hung or stopped replica keeps its socket open, so nothing fails by itself: every
+        call on it would wait for its client's timeout. With calls outstanding this pings
+        every ``stall_s / 4``; the replica's read loop answers at once whatever its batches
+        do. Heard nothing for ``stall_s``: the connection is closed, the calls fail with
+        ConnectionLost, and the pool retries them on another replica.
+        """
+        nonce = itertools.count(1)
+        period = max(0.05, self.stall_s / 4)
+        while self._alive and self._writer is writer:
+            await asyncio.sleep(period)
+            if not self._pending:
+                self._last_heard = time.monotonic()
+                continue
+            silent = time.monotonic() - self._last_heard
+            if silent >= self.stall_s:
+                logger.warning(
+                    "transport %s: no answer for %.0fs with %d call(s) waiting; leaving it",
+                    self.endpoint.describe(),
+                    silent,
+                    len(self._pending),
+                )
+                task = self._reader_task
+                if task is not None:
+                    task.cancel()
+                self._fail_pending(
+                    f"replica {self.endpoint.describe()} stopped answering "
+                    f"({silent:.0f}s without a frame)"
+                )
+                writer.close()
+                return
+            if silent >= period:
+                self._send([encode_ping(next(nonce))])
 
     def _fail_pending(self, message: str) -> None:
         self._alive = False
@@ -281,6 +332,8 @@ class TransportClient:
     async def close(self) -> None:
         """Close the connection; calls still pending fail with ConnectionLost."""
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         task = self._reader_task
         if task is not None and not task.done():
             task.cancel()

@@ -46,7 +46,13 @@ KIND_RESPONSE = 2
 KIND_ERROR = 3
 KIND_HELLO = 4
 KIND_CANCEL = 5
-KINDS = frozenset({KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_HELLO, KIND_CANCEL})
+# Liveness: a client with calls outstanding pings; the replica's read loop answers at once,
+# however long its batches take. A replica that stops answering (hung, stopped) is left.
+KIND_PING = 6
+KIND_PONG = 7
+KINDS = frozenset(
+    {KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_HELLO, KIND_CANCEL, KIND_PING, KIND_PONG}
+)
 
 #: Above this many unsent bytes a writer awaits drain(); below it, writing never yields, so
 #: small frames cost no extra trip through the event loop.
@@ -229,6 +235,14 @@ def encode_error(
 
 def encode_cancel(request_id: int) -> bytes:
     return FRAME.pack(request_id, KIND_CANCEL, 0, 0)
+
+
+def encode_ping(nonce: int) -> bytes:
+    return FRAME.pack(nonce, KIND_PING, 0, 0)
+
+
+def encode_pong(nonce: int) -> bytes:
+    return FRAME.pack(nonce, KIND_PONG, 0, 0)
 
 
 def decode_error(payload: bytes | bytearray, header_len: int) -> RayfrontError:

@@ -36,6 +36,7 @@ from rayfront.transport.discovery import Endpoint
 from rayfront.transport.frames import (
     HIGH_WATER,
     KIND_CANCEL,
+    KIND_PING,
     KIND_REQUEST,
     KIND_RESPONSE,
     ProtocolError,
@@ -43,6 +44,7 @@ from rayfront.transport.frames import (
     buffered,
     decode_tensors,
     encode_error,
+    encode_pong,
     encode_tensors,
     read_frame,
     wire_error_name,
@@ -312,6 +314,9 @@ class TransportServer:
                     task = peer.tasks.get(request_id)
                     if task is not None:
                         task.cancel()
+                    continue
+                if kind == KIND_PING:
+                    peer.send([encode_pong(request_id)])
                     continue
                 if kind != KIND_REQUEST:
                     raise ProtocolError(f"unexpected frame kind {kind}")

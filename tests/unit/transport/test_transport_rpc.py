@@ -358,3 +358,51 @@ def test_endpoint_repr_hides_token_when_logged():
     ep = Endpoint(uds="/tmp/x.sock", token="s3cret")
     assert "s3cret" not in repr(ep)
     assert "s3cret" not in ep.describe()
+
+
+def test_client_leaves_replica_that_stops_answering_but_keeps_a_slow_one(sock_path):
+    """A hung replica (its whole loop stuck, as under SIGSTOP) fails the calls waiting on it
+    within the stall window; a replica merely busy for longer than that still answers."""
+    import threading
+    import time
+
+    started = threading.Event()
+    server_loop: dict[str, asyncio.AbstractEventLoop] = {}
+    endpoint: dict[str, Endpoint] = {}
+
+    async def slow(tensors: dict[str, np.ndarray], meta: object) -> dict[str, np.ndarray]:
+        await asyncio.sleep(float(tensors["x"][0]))  # busy, but its loop still answers pings
+        return {"y": tensors["x"]}
+
+    def serve() -> None:
+        async def main() -> None:
+            server = TransportServer(slow, name="t")
+            endpoint["ep"] = await server.start(uds_path=sock_path, replica="r1")
+            server_loop["loop"] = asyncio.get_running_loop()
+            started.set()
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert started.wait(10)
+
+    async def scenario() -> tuple[float, float]:
+        client = TransportClient(endpoint["ep"])
+        client.stall_s = 0.6
+        # Busy 1.5 s (2.5x the stall window): pongs keep it alive, the answer arrives.
+        out = await client.call({"x": np.full(1, 1.5, np.float32)})
+        assert float(out["y"][0]) == 1.5
+        # Now hang the replica's loop entirely, with a call waiting on it.
+        call = asyncio.create_task(client.call({"x": np.full(1, 0.2, np.float32)}))
+        await asyncio.sleep(0.05)
+        server_loop["loop"].call_soon_threadsafe(time.sleep, 5.0)
+        start = time.monotonic()
+        with pytest.raises(ConnectionLost, match="stopped answering"):
+            await call
+        left_after = time.monotonic() - start
+        await client.close()
+        return float(out["y"][0]), left_after
+
+    _, left_after = run(scenario())
+    assert left_after < 3.0  # left within ~stall_s, not after the 5 s hang
