@@ -88,7 +88,13 @@ def validate_request(request: InferRequest, spec: ModelSpec) -> int:
 
     if request.outputs:
         known = {t.name for t in spec.outputs}
+        seen: set[str] = set()
         for out in request.outputs:
+            if out.name in seen:
+                raise InvalidArgumentError(
+                    f"output '{out.name}' of model '{model}': requested more than once"
+                )
+            seen.add(out.name)
             if out.name not in known:
                 raise InvalidArgumentError(
                     f"output '{out.name}' of model '{model}': unknown output; the model's "

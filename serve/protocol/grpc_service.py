@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -264,8 +265,8 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             except Exception as exc:
                 logger.exception("gRPC ModelStreamInfer request failed with an unexpected error")
                 out = _stream_error(msg, client_message(exc))
-            finally:
-                slots.release()
+            # The slot stays taken until the answer is sent: a client that stops reading
+            # stops the stream at STREAM_CONCURRENCY answers, it cannot pile them up.
             await results.put(out)
 
         async def read() -> None:
@@ -286,12 +287,91 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 item = await results.get()
                 if item is done:
                     break
-                yield item
+                try:
+                    yield item
+                finally:
+                    slots.release()
             await reader  # surface a failure of the request stream itself
         finally:
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+
+SERVICE = "inference.GRPCInferenceService"
+
+
+def _register(server: grpc.aio.Server, servicer: GRPCInferenceServicer) -> None:
+    """Bind every method of Triton's service, decoding requests ourselves.
+
+    The generated ``add_GRPCInferenceServiceServicer_to_server`` lets grpc decode the
+    protobuf; an undecodable message then fails as UNKNOWN "Unexpected DecodeError". Here
+    the handler receives the raw bytes and answers INVALID_ARGUMENT naming the method.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        fn = getattr(servicer, method.name)
+        if getattr(type(servicer), method.name) is getattr(
+            service_pb2_grpc.GRPCInferenceServiceServicer, method.name
+        ):
+            fn = _unimplemented(method.name)
+        if method.client_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                _decoding_stream(fn, request_cls, method.name),
+                response_serializer=response_cls.SerializeToString,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _decoding(fn, request_cls, method.name),
+                response_serializer=response_cls.SerializeToString,
+            )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+def _unimplemented(method: str) -> Any:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported by this server"
+        )
+
+    return handler
+
+
+def _decode_error(method: str, request_cls: Any, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{method}: the request is not a valid {request_cls.__name__}: {first}"
+
+
+def _decoding(fn: Any, request_cls: Any, method: str) -> Any:
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = request_cls.FromString(raw)
+        except DecodeError as exc:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, _decode_error(method, request_cls, exc)
+            )
+        return await fn(request, context)
+
+    return handler
+
+
+def _decoding_stream(fn: Any, request_cls: Any, method: str) -> Any:
+    async def handler(raws: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+        async def requests() -> AsyncIterator[Any]:
+            async for raw in raws:
+                try:
+                    yield request_cls.FromString(raw)
+                except DecodeError as exc:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, _decode_error(method, request_cls, exc)
+                    )
+
+        async for response in fn(requests(), context):
+            yield response
+
+    return handler
 
 
 def _stream_error(msg: Any, message: str) -> Any:
@@ -344,7 +424,8 @@ def create_grpc_server(
             *options,
         ]
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+    _register(
+        server,
         GRPCInferenceServicer(
             dataplane,
             repository if repository is not None else dataplane,  # type: ignore[arg-type]
@@ -352,7 +433,6 @@ def create_grpc_server(
             shm=shm,
             shm_remote=shm_remote,
         ),
-        server,
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)

@@ -298,3 +298,55 @@ def test_grpc_infer_reads_typed_contents_when_over_offload_threshold(servers):
         response = stub.ModelInfer(msg, timeout=10)
     result = grpcclient.InferResult(response)
     np.testing.assert_array_equal(result.as_numpy("OUT_x"), arr)
+
+
+def test_grpc_undecodable_request_is_invalid_argument_not_unknown(servers):
+    with grpc.insecure_channel(servers.grpc_url) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        with pytest.raises(grpc.RpcError) as exc:
+            call(b"\xff\xff\xff\xff not a protobuf", timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ModelInfer: the request is not a valid ModelInferRequest" in exc.value.details()
+
+
+def test_grpc_methods_rayfront_lacks_answer_unimplemented_by_name(servers):
+    with grpc.insecure_channel(servers.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.CudaSharedMemoryStatus(pb.CudaSharedMemoryStatusRequest(), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "CudaSharedMemoryStatus is not supported" in exc.value.details()
+
+
+def test_grpc_stream_stops_taking_requests_when_client_never_reads(servers):
+    import time
+
+    from rayfront.protocol.grpc_service import STREAM_CONCURRENCY
+
+    blob = np.zeros(64 * 1024, np.float32)  # 256 KB each way (the echo model returns it)
+
+    def requests():
+        for i in range(400):
+            msg = pb.ModelInferRequest(model_name="echo", id=str(i))
+            t = msg.inputs.add()
+            t.name, t.datatype = "X", "FP32"
+            t.shape.extend([blob.size])
+            msg.raw_input_contents.append(blob.tobytes())
+            yield msg
+
+    before = sum(1 for r in servers.dataplane.requests if r.model_name == "echo")
+    with grpc.insecure_channel(
+        servers.grpc_url, options=[("grpc.max_receive_message_length", -1)]
+    ) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        call = stub.ModelStreamInfer(requests())  # never read
+        time.sleep(3.0)
+        taken = sum(1 for r in servers.dataplane.requests if r.model_name == "echo") - before
+        call.cancel()
+    # Unanswered work is held to the in-flight window plus what the transport buffers,
+    # not the 400 requests (100 MB of answers) a queue without bound would have kept.
+    assert 0 < taken <= STREAM_CONCURRENCY + 64, taken
