@@ -48,6 +48,9 @@ class ServedVersion:
     reason: str = ""
     # Replicas running, as the deployment platform last reported (None: not reported).
     replicas: int | None = None
+    # Not ready, but requests wait (bounded) for a replica that is starting: a restart
+    # after a crash, or a version waking from zero.
+    accepting: bool = False
 
 
 @dataclass
@@ -355,7 +358,7 @@ def _first_line(exc: BaseException) -> str:
 
 def require_ready(entry: ModelEntry, version: str, sv: ServedVersion) -> None:
     """Raise UnavailableError when ``sv`` cannot take requests now."""
-    if not sv.ready:
+    if not sv.ready and not sv.accepting:
         raise UnavailableError(
             f"model '{entry.name}' version {version} is not ready: {sv.reason or 'loading'}"
         )

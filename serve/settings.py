@@ -173,6 +173,14 @@ class ServerSettings(BaseModel):
             "On a cluster, raise it (or set models.<name>.num_cpus) to pack replicas honestly."
         ),
     )
+    replica_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a request waits for a replica when none is running: one restarting "
+            "after a crash, or the first of a version scaled to zero. Then 503."
+        ),
+    )
     canary_tick_s: float = Field(default=1.0, gt=0, description="How often rollouts are evaluated.")
     retire_grace_s: float = Field(
         default=30.0, ge=0, description="After promotion, how long the old version keeps replicas."

@@ -17,8 +17,10 @@ wakes the autoscaler.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from rayfront.deploy import kv
@@ -40,14 +42,34 @@ logger = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 0.5
 
 
-def handle_fallback(handle: Any) -> Fallback:
-    """Run one request through a ModelVersion's Serve handle (its ``submit`` method)."""
+def handle_fallback(
+    handle: Any,
+    what: str = "",
+    wait_s: float = 30.0,
+    running: Callable[[], int | None] = lambda: None,
+) -> Fallback:
+    """Run one request through a ModelVersion's Serve handle (its ``submit`` method).
+
+    The handle queues the request until a replica can take it: one that is restarting, or
+    the first of a version scaled to zero (the queued call is what wakes it). When no
+    replica was running at the call, that wait is bounded by ``wait_s``, then the client
+    gets a 503; with replicas running, the request's own timeouts govern.
+    """
 
     async def call(inputs: TensorDict, meta: RequestMeta) -> TensorDict:
         from ray.exceptions import RayActorError, RayTaskError
 
+        response = handle.submit.remote(inputs, meta.timeout_us, meta.priority)
+        bound = wait_s if not running() else None
         try:
-            return await handle.submit.remote(inputs, meta.timeout_us, meta.priority)
+            async with asyncio.timeout(bound):
+                return await response
+        except TimeoutError:
+            response.cancel()
+            raise UnavailableError(
+                f"{what or 'model'}: no replica could take the request within {wait_s:g}s; "
+                "retry later"
+            ) from None
         except RayTaskError as exc:
             cause = exc.cause if hasattr(exc, "cause") else None
             if isinstance(cause, RayfrontError):
@@ -70,6 +92,7 @@ class RayModelLoader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._node_id: str | None = None
         self._arena: Arena | None = None
+        self._running: dict[str, int] = {}  # version app -> replicas running (last status)
 
     def repository(self) -> Repository:
         return self._repo
@@ -120,7 +143,12 @@ class RayModelLoader:
                 await asyncio.to_thread(kv.publish, key, digest)
             handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name)
             pool = ReplicaPool(
-                fallback=handle_fallback(handle),
+                fallback=handle_fallback(
+                    handle,
+                    f"model '{name}' version {v}",
+                    self._settings.replica_wait_s,
+                    functools.partial(self._running.get, app_name),
+                ),
                 local_node_id=self._node_id,
                 arena=self._arena_for_pools(),
                 name=f"model {name!r} version {v}",
@@ -168,7 +196,12 @@ class RayModelLoader:
                     continue
                 running = app["running_replicas"]
                 sv.replicas = running
-                sv.ready = app["status"] == "RUNNING" and (running > 0 or scales_to_zero)
+                self._running[app_name] = running
+                # Readiness is about replicas, not the app's status: a controller that is
+                # recovering reports DEPLOYING over replicas that serve all along.
+                failed = app["status"] in ("DEPLOY_FAILED", "DELETING")
+                sv.ready = not failed and (running > 0 or scales_to_zero)
+                sv.accepting = not failed and not sv.ready
                 sv.reason = "" if sv.ready else app["message"] or app["status"]
                 pool = self._pools.get(app_name)
                 if pool is not None:

@@ -49,6 +49,8 @@ def version_options(settings: ServerSettings, spec: ModelSpec) -> dict[str, Any]
         "max_ongoing_requests": MAX_HANDLE_CALLS,
         "graceful_shutdown_timeout_s": 30.0,
         "health_check_period_s": 5.0,
+        # A hung replica (its requests wait on it) is replaced within ~15 s, not 35.
+        "health_check_timeout_s": 10.0,
         "logging_config": SERVE_LOGGING,
     }
 
