@@ -144,6 +144,8 @@ def run_server(settings: object, *, address: str | None, num_cpus: int | None) -
     os.environ.update(RAY_ENV_VARS)
     address = address or os.environ.get("RAY_ADDRESS")
     started_ray = not ray.is_initialized()
+    if started_ray and not address:
+        _ray_in_own_process_groups()
     if started_ray:
         ray.init(
             address=address,
@@ -183,6 +185,32 @@ def run_server(settings: object, *, address: str | None, num_cpus: int | None) -
 
 
 SHUTDOWN_DEADLINE_S = 60.0
+
+
+def _ray_in_own_process_groups() -> None:
+    """Start the local Ray's processes outside our process group.
+
+    Supervisors stop a service by signalling its whole process group (systemd's default
+    KillMode=control-group, ``kill -TERM -PGID``, a terminal's Ctrl-C). Ray's GCS, raylet
+    and workers would get that SIGTERM at the same moment as we do and die before the
+    gateway could drain, cutting every request in flight. In their own groups only this
+    process hears it; it drains, then stops Ray. If this process is killed outright, Ray's
+    fate sharing (PR_SET_PDEATHSIG on the processes it starts) still takes them down.
+    """
+    from ray._private import services
+
+    base = services.ConsolePopen
+    if getattr(base, "_rayfront_own_group", False):
+        return
+
+    class OwnGroupPopen(base):  # type: ignore[misc, valid-type]
+        _rayfront_own_group = True
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs.setdefault("process_group", 0)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnGroupPopen
 
 
 def _ray_processes_dead() -> bool:

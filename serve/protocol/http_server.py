@@ -235,6 +235,10 @@ def uvicorn_server(app: Any, limits: HttpLimits | None = None, **extra: Any) -> 
         log_level="warning",
         timeout_keep_alive=int(limits.keep_alive_s),
         h11_max_incomplete_event_size=limits.max_header_bytes,
+        # No dictConfig: it closes every handler of the process, and in a Serve replica that
+        # leaves Serve's own log handler without a target; the next controller (after a
+        # restart) then fails to recover the replica and replaces it.
+        log_config=None,
         limit_concurrency=limits.max_connections,
         **extra,
     )
