@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,9 +21,10 @@ READY_TIMEOUT_S = 180.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range (Ray's processes take ephemeral ones)."""
+    from rayfront.benchmarks.run.procs import free_port as below_ephemeral
+
+    return below_ephemeral("127.0.0.1")
 
 
 @dataclass

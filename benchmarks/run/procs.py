@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -30,10 +31,33 @@ _LIVE: set[ServerProcess] = set()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free now (bind port 0, read it back, release it)."""
+    """A port that is free now, below the kernel's ephemeral range.
+
+    The server binds it a few seconds later. An ephemeral port (what binding port 0 gives)
+    can be taken meanwhile by any outgoing connection or by one of the random ports Ray's
+    own processes listen on; ports under the ephemeral range are only ever taken on purpose.
+    """
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(max(1024, low - 12000), low - 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def http_status(host: str, port: int, path: str, timeout_s: float = 2.0) -> int | None:
