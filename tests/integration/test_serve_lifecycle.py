@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import socket
@@ -32,7 +33,57 @@ def _slow_minilm_request(url: str) -> np.ndarray:
     return client.infer("minilm", inputs).as_numpy("embedding")
 
 
-def test_sigterm_drains_in_flight_requests_when_server_stops(model_repository, tmp_path):
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, whatever process group it is in."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read().replace("\0", " ")[:80]
+    except OSError:
+        return ""
+
+
+def _wait_gone(pids: set[int], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.5)
+    left = [_cmdline(p) for p in sorted(pids) if _alive(p)]
+    assert not left, f"still running {timeout_s:.0f} s after SIGKILL of the server: {left}"
+
+
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_sigterm_drains_in_flight_requests_when_server_stops(model_repository, tmp_path, target):
+    """``kill -TERM <pid>`` (Kubernetes, Docker) and ``kill -TERM -<pgid>`` (systemd,
+    a terminal's Ctrl-C) both drain: Ray runs in its own process groups, so a group
+    signal does not kill the replicas under the requests in flight."""
     server = start_server(model_repository, tmp_path / "serve.log")
     try:
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
@@ -40,7 +91,10 @@ def test_sigterm_drains_in_flight_requests_when_server_stops(model_repository, t
             time.sleep(0.5)  # requests are queued/executing now
             in_flight = [f for f in futures if not f.done()]
             assert in_flight, "every request finished before the signal; nothing to drain"
-            server.proc.send_signal(signal.SIGTERM)
+            if target == "group":
+                os.killpg(server.proc.pid, signal.SIGTERM)
+            else:
+                server.proc.send_signal(signal.SIGTERM)
             results = [f.result(timeout=120) for f in futures]
         assert len(results) == 12
         for emb in results:
@@ -53,6 +107,26 @@ def test_sigterm_drains_in_flight_requests_when_server_stops(model_repository, t
             socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
     finally:
         stop_server(server)
+
+
+def test_sigkill_of_the_server_takes_its_ray_processes_down(model_repository, tmp_path):
+    """No drain is possible after SIGKILL, but nothing may be left behind holding the GPU,
+    memory or ports: Ray's processes share the server's fate."""
+    server = start_server(model_repository, tmp_path / "serve.log")
+    try:
+        ray_procs = _descendants(server.proc.pid)
+        assert len(ray_procs) >= 3, "expected GCS, raylet and workers under the server"
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        # The replicas (model memory, GPU) go with the raylet within seconds. Ray's two
+        # agents first try to tell the dead GCS (a 60 s RPC timeout inside Ray), then exit.
+        agents = {p for p in ray_procs if "Agent" in _cmdline(p)}
+        _wait_gone(ray_procs - agents, 30.0)
+        _wait_gone(agents, 120.0)
+    finally:
+        stop_server(server)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, signal.SIGKILL)
 
 
 def test_print_config_deploys_with_stock_serve_run_when_given_the_yaml(model_repository, tmp_path):
