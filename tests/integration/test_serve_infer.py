@@ -142,13 +142,32 @@ def _metrics(server) -> str:
     return urllib.request.urlopen(f"http://{server.http_url}/metrics", timeout=10).read().decode()
 
 
+def _settled_metrics(server, model: str = "digits", timeout_s: float = 15.0) -> str:
+    """Metrics once the replicas' telemetry (published every second) has caught up.
+
+    Executions of an earlier test can land on the board after this test starts; a
+    snapshot taken before they do would count them as this test's.
+    """
+    deadline = time.monotonic() + timeout_s
+    text = _metrics(server)
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        later = _metrics(server)
+        if _metric(later, "rayfront_batch_size_sum", model) == _metric(
+            text, "rayfront_batch_size_sum", model
+        ):
+            return later
+        text = later
+    return text
+
+
 def test_concurrent_requests_each_get_own_answer_when_batched(server, ort_sessions):
     """200 concurrent distinct requests: every answer is the request's own, and batches form."""
     import tritonclient.http.aio as aioclient
 
     rng = np.random.default_rng(11)
     images = rng.random((200, 1, 1, 8, 8), dtype=np.float32)
-    before = _metrics(server)
+    before = _settled_metrics(server)
 
     async def run() -> list[np.ndarray]:
         client = aioclient.InferenceServerClient(server.http_url, conn_limit=200)
