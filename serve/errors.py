@@ -47,9 +47,16 @@ class PermissionDeniedError(RayfrontError):
 class UnavailableError(RayfrontError):
     """Temporarily cannot serve: queue full, model not ready, shutting down (HTTP 503)."""
 
+    # When to try again, sent as HTTP Retry-After and gRPC's grpc-retry-pushback-ms, so
+    # clients back off instead of hammering a full queue (None: do not advertise).
+    retry_after_s: float | None = 1.0
+
 
 class DeadlineExceededError(UnavailableError):
     """A request's timeout expired before it was executed (HTTP 503)."""
+
+    # The client's own deadline ran out; a retry with the same deadline needs no pushback.
+    retry_after_s = None
 
 
 class PayloadTooLargeError(InvalidArgumentError):
@@ -125,6 +132,11 @@ def status_for(exc: BaseException) -> Status:
         if status is not None:
             return status
     return _INTERNAL
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """Seconds a client should wait before retrying ``exc``, when the server knows."""
+    return getattr(exc, "retry_after_s", None) if isinstance(exc, UnavailableError) else None
 
 
 def client_message(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ from rayfront.errors import (
     PermissionDeniedError,
     RayfrontError,
     client_message,
+    retry_after_s,
     status_for,
 )
 from rayfront.protocol import grpc_codec
@@ -63,7 +64,9 @@ def _aborts_on_error(method: _Method[T]) -> _Method[T]:
             # Not one of ours: keep the traceback in the log, give the client one line.
             logger.exception("gRPC %s failed with an unexpected error", method.__name__)
             error = exc
-        await context.abort(status_for(error).grpc, client_message(error))
+        wait = retry_after_s(error)
+        pushback = (("grpc-retry-pushback-ms", str(int(wait * 1000))),) if wait is not None else ()
+        await context.abort(status_for(error).grpc, client_message(error), pushback)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
     return wrapper

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from rayfront.errors import (
     PermissionDeniedError,
     RayfrontError,
     UnavailableError,
+    retry_after_s,
 )
 from rayfront.protocol import http_codec
 from rayfront.protocol.contract import InferenceService, RepositoryService
@@ -575,7 +577,9 @@ def _error(exc: BaseException, method: str, path: str) -> Response:
             logger.error("%s %s: %s", method, path, exc.message)
         else:
             logger.debug("%s %s -> %d: %s", method, path, status, exc.message)
-    return Response(body, status)
+    wait = retry_after_s(exc)
+    headers = [("retry-after", str(max(1, math.ceil(wait))))] if wait is not None else []
+    return Response(body, status, headers=headers)
 
 
 async def _send(

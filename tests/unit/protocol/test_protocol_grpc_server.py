@@ -350,3 +350,15 @@ def test_grpc_stream_stops_taking_requests_when_client_never_reads(servers):
     # Unanswered work is held to the in-flight window plus what the transport buffers,
     # not the 400 requests (100 MB of answers) a queue without bound would have kept.
     assert 0 < taken <= STREAM_CONCURRENCY + 64, taken
+
+
+def test_grpc_unavailable_carries_retry_pushback_so_clients_back_off(servers):
+    request = pb.ModelInferRequest(model_name="busy")
+    x = request.inputs.add(name="x", datatype="FP32", shape=[1])
+    x.contents.fp32_contents.append(0.0)
+    with grpc.insecure_channel(servers.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.ModelInfer(request, timeout=10)
+    assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert ("grpc-retry-pushback-ms", "1000") in tuple(exc.value.trailing_metadata())

@@ -469,3 +469,21 @@ def test_http_infer_round_trips_when_tensors_exceed_offload_threshold(http_clien
     i.set_data_from_numpy(arr, binary_data=False)
     result = http_client.infer("echo", [i], request_compression_algorithm="gzip")
     np.testing.assert_array_equal(result.as_numpy("OUT_x"), arr)
+
+
+def test_http_503_says_when_to_retry_and_400_does_not(servers):
+    def infer(model: str, datatype: str = "FP32") -> tuple[int, dict]:
+        body = {"inputs": [{"name": "x", "shape": [1], "datatype": datatype, "data": [0]}]}
+        status, headers, _ = _raw(
+            servers,
+            "POST",
+            f"/v2/models/{model}/infer",
+            orjson.dumps(body),
+            {"Content-Type": "application/json"},
+        )
+        return status, {k.lower(): v for k, v in headers.items()}
+
+    status, headers = infer("busy")
+    assert (status, headers.get("retry-after")) == (503, "1")
+    status, headers = infer("nope")
+    assert status == 404 and "retry-after" not in headers
