@@ -7,11 +7,13 @@ writes. Per-model overrides change autoscaling and resources without touching co
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rayfront.errors import RayfrontError
 from rayfront.spec import ModelSpec
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -97,7 +99,20 @@ class ServerSettings(BaseModel):
     )
     admin_token: str | None = Field(
         default=None,
-        description="Token for repository load/unload and canary changes; None = admin disabled.",
+        min_length=1,
+        description=(
+            "Token for repository load/unload and canary changes; None = admin disabled. "
+            "Prefer admin_token_env or admin_token_file: this one is stored in the Serve config."
+        ),
+    )
+    admin_token_env: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Name of an environment variable of the gateway processes holding the token.",
+    )
+    admin_token_file: Path | None = Field(
+        default=None,
+        description="File holding the token (a mounted Kubernetes secret, say); read at start.",
     )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES, gt=0, description="Largest request body accepted."
@@ -229,6 +244,43 @@ class ServerSettings(BaseModel):
         if override is not None and override.batches_in_flight_per_instance is not None:
             depth = override.batches_in_flight_per_instance
         return {} if depth is None else {"depth": depth}
+
+    @model_validator(mode="after")
+    def _one_admin_token_source(self) -> ServerSettings:
+        given = [
+            n for n in ("admin_token", "admin_token_env", "admin_token_file") if getattr(self, n)
+        ]
+        if len(given) > 1:
+            raise ValueError(f"give the admin token one way, not {' and '.join(given)}")
+        return self
+
+    def resolve_admin_token(self) -> str | None:
+        """The admin token from whichever source is configured; None keeps admin off.
+
+        A configured source that yields nothing is an error, never "admin open": an unset
+        variable or an empty file must not let everyone in.
+        """
+        if self.admin_token_env:
+            token = os.environ.get(self.admin_token_env, "").strip()
+            if not token:
+                raise RayfrontError(
+                    f"admin_token_env names {self.admin_token_env}, which is unset or empty "
+                    "in this process; set it or drop admin_token_env to keep admin off"
+                )
+            return token
+        if self.admin_token_file:
+            try:
+                token = self.admin_token_file.read_text().strip()
+            except OSError as exc:
+                raise RayfrontError(
+                    f"admin_token_file {self.admin_token_file} cannot be read: {exc.strerror}"
+                ) from None
+            if not token:
+                raise RayfrontError(f"admin_token_file {self.admin_token_file} is empty")
+            return token
+        if self.admin_token is not None and not self.admin_token.strip():
+            raise RayfrontError("admin_token is blank; give a real token or leave it out")
+        return self.admin_token
 
     def version_app_name(self, model: str, version: int | str) -> str:
         """Serve application name of one model version (one app each, so each can come and go)."""

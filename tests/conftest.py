@@ -64,9 +64,23 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One shared server with admin enabled and a 1 MiB body cap (to test the cap cheaply)."""
-    log = tmp_path_factory.mktemp("logs") / "serve.log"
-    srv = start_server(model_repository, log, "--admin-token", ADMIN_TOKEN, "--max-body-mb", "1")
+    """One shared server with admin enabled and a 1 MiB body cap (to test the cap cheaply).
+
+    The token comes from a file, as a mounted secret would: every admin test also checks
+    that the gateway reads it.
+    """
+    logs = tmp_path_factory.mktemp("logs")
+    token = logs / "admin-token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    token.chmod(0o600)
+    srv = start_server(
+        model_repository,
+        logs / "serve.log",
+        "--admin-token-file",
+        str(token),
+        "--max-body-mb",
+        "1",
+    )
     yield srv
     stop_server(srv)
 

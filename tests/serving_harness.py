@@ -200,3 +200,25 @@ def stop_server(server: Server, timeout_s: float = 90.0) -> int:
             os.killpg(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
     return server.proc.returncode
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, whatever process group it is in."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found

@@ -119,7 +119,7 @@ class Gateway:
 
         self.ingress = assemble(
             make_loader,
-            admin_token=s.admin_token,
+            admin_token=s.resolve_admin_token(),
             on_retire=self._on_retire,
             shared_memory=s.shared_memory,
             shm_dir=shm_registry_dir(s.http_port, _node_id()),

@@ -13,11 +13,14 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
+import pydantic
 import typer
 
 from rayfront.errors import RayfrontError
 
 logger = logging.getLogger("rayfront")
+
+ADMIN_TOKEN_ENV = "RAYFRONT_ADMIN_TOKEN"
 
 RepositoryOpt = Annotated[
     Path,
@@ -62,8 +65,15 @@ def serve_command(
     admin_token: Annotated[
         str | None,
         typer.Option(
-            envvar="RAYFRONT_ADMIN_TOKEN",
+            envvar=ADMIN_TOKEN_ENV,
             help="Enables the admin API (repository load/unload, canary changes) for this token.",
+        ),
+    ] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the admin token (a mounted secret); read by the gateway at start.",
+            dir_okay=False,
         ),
     ] = None,
     gateway_replicas: Annotated[
@@ -95,6 +105,7 @@ def serve_command(
         "grpc_port": grpc_port,
         "host": host,
         "admin_token": admin_token,
+        "admin_token_file": admin_token_file,
         "gateway_replicas": gateway_replicas,
         "max_body_bytes": max_body_mb * 1024 * 1024,
     }
@@ -109,16 +120,33 @@ def serve_command(
                 f"model repository {settings.repository} does not exist or is not a directory"
             )
         settings = settings.model_copy(update={"repository": settings.repository.resolve()})
+        settings.resolve_admin_token()  # an unset variable or empty file stops us here
         if print_config:
             import yaml
 
             from rayfront.deploy.app import serve_config
 
+            if settings.admin_token is not None:
+                # Never write a secret into a file meant to be committed or pasted.
+                settings = settings.model_copy(
+                    update={"admin_token": None, "admin_token_env": ADMIN_TOKEN_ENV}
+                )
+                typer.echo(
+                    f"note: the admin token is not written into the YAML; it says "
+                    f"admin_token_env: {ADMIN_TOKEN_ENV}, so set that variable where the Ray "
+                    "cluster runs (or use --admin-token-file)",
+                    err=True,
+                )
             typer.echo(yaml.safe_dump(serve_config(settings), sort_keys=False))
             return
         run_server(settings, address=address, num_cpus=num_cpus)
     except RayfrontError as exc:
         typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except pydantic.ValidationError as exc:
+        for problem in exc.errors():
+            where = ".".join(str(p) for p in problem["loc"]) or "settings"
+            typer.echo(f"error: {where}: {problem['msg']}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -202,6 +202,20 @@ class Router:
         node.routes[method] = route
         self._cache.clear()
 
+    def routes(self) -> list[Route]:
+        """Every registered route (for audits: which ones are admin, say)."""
+        found: list[Route] = []
+        todo = [self._root]
+        while todo:
+            node = todo.pop()
+            found.extend(node.routes.values())
+            todo.extend(node.literal.values())
+            if node.param is not None:
+                todo.append(node.param[1])
+        for _, routes in self._regex:
+            found.extend(routes.values())
+        return found
+
     def match(self, path: str) -> tuple[dict[str, Route], dict[str, str]] | None:
         """``(routes by method, path params)`` for ``path``, or None when nothing matches."""
         hit = self._cache.get(path)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import yaml
-from serving_harness import Server, free_port, start_server, stop_server, wait_ready
+from serving_harness import Server, descendants, free_port, start_server, stop_server, wait_ready
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -31,28 +31,6 @@ def _slow_minilm_request(url: str) -> np.ndarray:
         inp.set_data_from_numpy(arr.astype(np.int64))
         inputs.append(inp)
     return client.infer("minilm", inputs).as_numpy("embedding")
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every process below ``pid``, whatever process group it is in."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -114,7 +92,7 @@ def test_sigkill_of_the_server_takes_its_ray_processes_down(model_repository, tm
     memory or ports: Ray's processes share the server's fate."""
     server = start_server(model_repository, tmp_path / "serve.log")
     try:
-        ray_procs = _descendants(server.proc.pid)
+        ray_procs = descendants(server.proc.pid)
         assert len(ray_procs) >= 3, "expected GCS, raylet and workers under the server"
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(timeout=10)

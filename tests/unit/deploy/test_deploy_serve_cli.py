@@ -42,3 +42,57 @@ def test_serve_refuses_missing_repository_when_path_absent(tmp_path: Path):
     )
     assert result.exit_code == 1
     assert "does not exist" in result.output
+
+
+def _print_config(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+    (tmp_path / "repo").mkdir(exist_ok=True)
+    return CliRunner().invoke(
+        app, ["serve", "-r", str(tmp_path / "repo"), "--print-config", *args], env=env
+    )
+
+
+def test_print_config_never_writes_the_admin_token_into_the_yaml(tmp_path: Path):
+    result = _print_config(tmp_path, "--admin-token", "s3cret-token")
+    assert result.exit_code == 0, result.output
+    assert "s3cret-token" not in result.stdout
+    args = yaml.safe_load(result.stdout)["applications"][-1]["args"]
+    assert args["admin_token"] is None
+    assert args["admin_token_env"] == "RAYFRONT_ADMIN_TOKEN"
+    assert "not written into the YAML" in result.stderr
+
+
+def test_admin_token_file_is_referenced_not_copied(tmp_path: Path):
+    token = tmp_path / "token"
+    token.write_text("from-a-secret\n")
+    result = _print_config(tmp_path, "--admin-token-file", str(token))
+    assert result.exit_code == 0, result.output
+    assert "from-a-secret" not in result.stdout
+    args = yaml.safe_load(result.stdout)["applications"][-1]["args"]
+    assert args["admin_token_file"] == str(token)
+
+
+def test_empty_admin_token_refuses_to_start_rather_than_opening_admin(tmp_path: Path):
+    result = _print_config(tmp_path, "--admin-token", "")
+    assert result.exit_code != 0
+    assert "admin_token" in result.output
+    empty = tmp_path / "empty"
+    empty.write_text("  \n")
+    result = _print_config(tmp_path, "--admin-token-file", str(empty))
+    assert result.exit_code == 1
+    assert f"admin_token_file {empty} is empty" in result.output
+
+
+def test_admin_token_env_resolves_in_the_process_and_unset_is_an_error(monkeypatch):
+    import pytest
+
+    from rayfront.errors import RayfrontError
+    from rayfront.settings import ServerSettings
+
+    settings = ServerSettings(repository=Path("."), admin_token_env="RF_TEST_TOKEN")
+    monkeypatch.delenv("RF_TEST_TOKEN", raising=False)
+    with pytest.raises(RayfrontError, match="RF_TEST_TOKEN, which is unset or empty"):
+        settings.resolve_admin_token()
+    monkeypatch.setenv("RF_TEST_TOKEN", "tok")
+    assert settings.resolve_admin_token() == "tok"
+    with pytest.raises(ValueError, match="one way, not admin_token and admin_token_env"):
+        ServerSettings(repository=Path("."), admin_token="a", admin_token_env="B")
