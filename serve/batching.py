@@ -663,6 +663,25 @@ class DynamicBatcher:
             if self._wakeup is not None:
                 self._wakeup.set()
 
+    def _shared_failure(self, exc: BaseException, n: int) -> BaseException:
+        """The error ``n`` batched requests share, without the runtime's own text.
+
+        A runtime's message quotes the data that broke it (an out-of-range id, a shape),
+        which may be another client's: that text goes to the log, never to the others.
+        """
+        logger.warning(
+            "model %r version %s: a batch of %d requests failed: %s",
+            self.spec.name,
+            self.version,
+            n,
+            exc,
+        )
+        which = f"model {self.spec.name!r}" + (f" version {self.version}" if self.version else "")
+        return type(exc)(
+            f"{which}: the batch of {n} requests this "
+            f"one ran in failed ({type(exc).__name__}); the cause is in the server log"
+        )
+
     async def _run_isolated(self, items: list[TensorDict]) -> list[TensorDict | BaseException]:
         """Run ``items``; on a data failure bisect, so only the poisoned requests fail."""
         try:
@@ -678,8 +697,10 @@ class DynamicBatcher:
         except MisalignedOutputError as exc:
             return [exc] * len(items)
         except DATA_ERRORS as exc:
-            if len(items) == 1 or not self._isolate:
-                return [exc] * len(items)
+            if len(items) == 1:
+                return [exc]
+            if not self._isolate:
+                return [self._shared_failure(exc, len(items))] * len(items)
             self.isolations += 1
             if self._metrics is not None:
                 self._metrics.record_isolation(self.spec.name, self.version)

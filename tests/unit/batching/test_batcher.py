@@ -334,7 +334,7 @@ def test_batcher_raises_invalid_argument_when_request_exceeds_max_batch_size():
 
 def test_batcher_passes_one_failure_to_every_waiter_when_batch_fails_and_isolation_is_off():
     def boom(batch: TensorDict) -> TensorDict:
-        raise InternalError("model 'toy': runtime exploded")
+        raise InternalError("model 'toy': runtime exploded on id=31337")
 
     async def main() -> list[BaseException]:
         model = FakeModel(boom, gated=True)
@@ -350,7 +350,13 @@ def test_batcher_passes_one_failure_to_every_waiter_when_batch_fails_and_isolati
 
     results = run(main())
     assert all(isinstance(r, InternalError) for r in results)
-    assert {str(r) for r in results} == {"model 'toy': runtime exploded"}
+    # The first ran alone and sees its own error; the five batched ones share a failure
+    # whose runtime text (quoting some request's data) stays in the log.
+    assert str(results[0]) == "model 'toy': runtime exploded on id=31337"
+    assert {str(r) for r in results[1:]} == {
+        "model 'toy': the batch of 5 requests this one ran in failed "
+        "(InternalError); the cause is in the server log"
+    }
 
 
 def test_batcher_fails_batch_with_internal_error_when_output_rows_mismatch():
