@@ -18,6 +18,7 @@ editing this file::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -368,7 +369,10 @@ class HTTPApp:
             )
             if route.admin:
                 self._auth.check(ctx.admin_token, f"{method} {path}")
-            result = await route.handler(ctx)
+            if route.handler == self._infer:
+                result = await _unless_disconnected(route.handler(ctx), receive)
+            else:
+                result = await route.handler(ctx)
             if not isinstance(result, Response):
                 result = Response.json(result)
         except _Disconnected:
@@ -582,6 +586,35 @@ def _encode(
     body, hlen = http_codec.encode_infer_response(response, request, shm)
     body, enc = http_codec.compress(body, accept)
     return body, hlen, enc
+
+
+async def _unless_disconnected(work: Awaitable[Response], receive: Receive) -> Response:
+    """``work``'s answer, or :class:`_Disconnected` once the client hangs up.
+
+    A client that gives up (a timeout, Ctrl-C, a closed tab) should not leave its request
+    queued for a GPU: cancelling ``work`` reaches the replica as a CANCEL frame, and the
+    batcher drops the request if it has not run yet.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def hung_up() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(hung_up())
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise _Disconnected
 
 
 def _error(exc: BaseException, method: str, path: str) -> Response:

@@ -44,7 +44,11 @@ async def _call(
     async def receive() -> dict[str, Any]:
         nonlocal received
         received += 1
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
+        if messages:
+            return messages.pop(0)
+        # As a server does while the client stays connected: nothing more to say.
+        await asyncio.Future()
+        raise AssertionError("unreachable")
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -176,7 +180,7 @@ def test_http_app_reassembles_body_when_chunked():
     assert status == 200
     assert headers["content-type"] == "application/json"
     assert orjson.loads(out)["outputs"][0]["data"] == ["ABC"]
-    assert received == 4
+    assert received == 5  # four body chunks, then the watch for a hang-up
 
 
 def test_http_app_strips_root_path_when_mounted_under_prefix():
@@ -248,3 +252,47 @@ def test_http_app_adapts_json_handler_when_wrapped_with_json_route():
     assert (status, orjson.loads(body)) == (202, {"model": "m1", "body": {"w": 5}, "agent": "t"})
     status, _, body, _ = call(app, "POST", "/v2/rayfront/canary/m1/weights")
     assert orjson.loads(body)["body"] is None
+
+
+def test_http_app_cancels_inference_when_client_hangs_up():
+    class Hanging(FakeDataPlane):
+        started = asyncio.Event()
+        cancelled = False
+
+        async def infer(self, request):
+            Hanging.started.set()
+            try:
+                await asyncio.Future()
+            except asyncio.CancelledError:
+                Hanging.cancelled = True
+                raise
+
+    async def main() -> list[dict[str, Any]]:
+        Hanging.started = asyncio.Event()
+        gone = asyncio.Event()
+        body = orjson.dumps(
+            {"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": ["abc"]}]}
+        )
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v2/models/upper/infer", "headers": []}
+        app_task = asyncio.ensure_future(build_http_app(Hanging())(scope, receive, send))
+        await asyncio.wait_for(Hanging.started.wait(), 5)
+        gone.set()
+        await asyncio.wait_for(app_task, 5)
+        return sent
+
+    sent = asyncio.run(main())
+    assert Hanging.cancelled
+    assert sent == []  # nobody to answer
