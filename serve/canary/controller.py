@@ -43,10 +43,11 @@ the documents with :meth:`refresh` but must not call ``evaluate``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,6 +176,26 @@ class CanaryManager:
                 self._fingerprints[model] = fingerprint
         return changed
 
+    @contextlib.contextmanager
+    def _mutating(self, model: str) -> Iterator[None]:
+        """Read-modify-write of one model's document, safe across gateway processes.
+
+        The change starts from the document on disk (another process may have changed
+        it since this one last looked), and no other process writes it meanwhile.
+        """
+        with self._lock, self._store.exclusive(model):
+            self._latest(model)
+            yield
+
+    def _latest(self, model: str) -> None:
+        fingerprint = self._store.fingerprint(model)
+        if fingerprint == self._fingerprints.get(model):
+            return
+        doc = self._store.load(model)
+        if doc is not None:
+            self._install(doc)
+        self._fingerprints[model] = fingerprint
+
     # ------------------------------------------------------------------ routing
 
     def router_for(self, model: str) -> Router:
@@ -212,7 +233,7 @@ class CanaryManager:
 
     def set_weights(self, model: str, weights: Mapping[str, Any]) -> TrafficPolicy:
         """Replace the split of ``model``. Allowed without a rollout, or while it is paused."""
-        with self._lock:
+        with self._mutating(model):
             live = self._live(model)
             clean = self._parse_weights(model, weights, live)
             doc = self._doc_or_default(model)
@@ -243,7 +264,7 @@ class CanaryManager:
 
     def set_shadow(self, model: str, percent: float, target: str | None) -> TrafficPolicy:
         """Mirror ``percent`` of requests to ``target`` (percent 0 turns mirroring off)."""
-        with self._lock:
+        with self._mutating(model):
             live = self._live(model)
             if isinstance(percent, bool) or not isinstance(percent, int | float):
                 raise InvalidArgumentError(
@@ -279,7 +300,7 @@ class CanaryManager:
         """Begin a progressive rollout of ``plan.canary_version`` against ``plan.stable_version``."""
         if not isinstance(plan, RolloutPlan):
             raise TypeError(f"plan must be a RolloutPlan, got {type(plan).__name__}")
-        with self._lock:
+        with self._mutating(model):
             live = self._live(model)
             doc = self._doc_or_default(model)
             ro = doc.rollout
@@ -343,13 +364,13 @@ class CanaryManager:
 
     def pause(self, model: str, reason: str = "paused by operator") -> RolloutState:
         """Freeze a running rollout at its current weights."""
-        with self._lock:
+        with self._mutating(model):
             doc, ro = self._active(model, allowed=("running",))
             return self._transition(doc, ro, "pause", "paused", reason)
 
     def resume(self, model: str) -> RolloutState:
         """Continue a paused rollout; the step's interval restarts, its data is kept."""
-        with self._lock:
+        with self._mutating(model):
             doc, ro = self._active(model, allowed=("paused",))
             now = self._clock()
             state = self._transition(
@@ -360,13 +381,13 @@ class CanaryManager:
 
     def promote(self, model: str, reason: str = "promoted by operator") -> RolloutState:
         """Give the canary 100% now and make it the stable."""
-        with self._lock:
+        with self._mutating(model):
             doc, ro = self._active(model, allowed=("running", "paused"))
             return self._promote(doc, ro, self._clock(), reason, {})
 
     def abort(self, model: str, reason: str = "aborted by operator") -> RolloutState:
         """Stop the rollout and send all traffic back to the stable."""
-        with self._lock:
+        with self._mutating(model):
             doc, ro = self._active(model, allowed=("running", "paused"))
             now = self._clock()
             plan = ro.plan
@@ -382,7 +403,7 @@ class CanaryManager:
 
     def mark_retired(self, model: str, version: str) -> None:
         """The integrator scaled ``version`` down: forget its pending retirement."""
-        with self._lock:
+        with self._mutating(model):
             doc = self._docs.get(model)
             if doc is None or not any(r.version == version for r in doc.retirements):
                 return
@@ -454,12 +475,15 @@ class CanaryManager:
         taken: list[tuple[str, Decision]] = []
         with self._lock:
             now = self._clock() if now is None else now
-            for model, doc in list(self._docs.items()):
-                ro = doc.rollout
-                if ro is None or not ro.active:
-                    continue
+            # Documents on disk too: a rollout may have been started on another gateway.
+            for model in sorted(set(self._docs) | set(self._store.models())):
                 try:
-                    decision = self._evaluate_one(doc, ro, now)
+                    with self._mutating(model):
+                        doc = self._docs.get(model)
+                        ro = doc.rollout if doc is not None else None
+                        if doc is None or ro is None or not ro.active:
+                            continue
+                        decision = self._evaluate_one(doc, ro, now)
                 except RayfrontError as exc:
                     # One model's failure (e.g. its folder was removed) must not stop the
                     # evaluation, and so the rollbacks, of every other model.

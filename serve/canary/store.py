@@ -18,8 +18,11 @@ documents elsewhere (``<state_dir>/<model>.rollout.json``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -91,6 +94,22 @@ class CanaryStore:
         atomic_write_bytes(path, data)
         logger.debug("saved canary state of model %r to %s", doc.model, path)
         return path
+
+    @contextlib.contextmanager
+    def exclusive(self, model: str) -> Iterator[None]:
+        """Hold the model's document against other processes for a read-modify-write.
+
+        Every gateway process may take an admin call or run the evaluation; without the
+        lock two of them could each read, change and save, and one change would be lost.
+        """
+        path = self.path_for(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def models(self) -> list[str]:
         """Models that have a saved document."""

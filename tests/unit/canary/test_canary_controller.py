@@ -377,3 +377,41 @@ def test_refresh_reloads_documents_when_owner_changed_them(make_manager, repo, c
     assert follower.router_for(MODEL).weights == {"1": 30, "2": 70}
     assert follower.refresh() == []
     assert isinstance(owner._store, CanaryStore)
+
+
+def test_owner_sees_a_pause_taken_by_another_gateway_and_does_not_overwrite_it(
+    make_manager, clock
+):
+    owner = make_manager()
+    other = make_manager(registry=None)
+    owner.start(MODEL, _plan())
+    other.refresh()
+    other.pause(MODEL, "paused on the second gateway")
+    _traffic(owner, 2000, np.random.default_rng(3))  # enough, and healthy: it would advance
+    clock.advance(120)
+    owner.evaluate()  # before the fix it judged its stale "running" copy and saved it
+    assert owner.status(MODEL)["rollout"]["status"] == "paused"
+    assert make_manager(registry=None).status(MODEL)["rollout"]["status"] == "paused"
+
+
+def test_admin_changes_on_two_gateways_both_survive(make_manager):
+    first = make_manager()
+    second = make_manager(registry=None)
+    first.set_shadow(MODEL, 10.0, "2")
+    # `second` never refreshed: its change must start from the document on disk.
+    second.set_weights(MODEL, {"1": 60, "2": 40})
+    final = make_manager(registry=None).policy(MODEL)
+    assert final.weights == {"1": 60, "2": 40}
+    assert final.shadow_percent == 10.0 and final.shadow_target == "2"
+
+
+def test_owner_runs_a_rollout_started_on_another_gateway(make_manager, clock):
+    owner = make_manager()
+    other = make_manager(registry=None)
+    other.start(MODEL, _plan(max_p99_ratio=100.0))
+    assert owner.evaluate() == []  # picks the rollout up (and its split); too early to judge
+    assert owner.router_for(MODEL).weights == {"1": 95, "2": 5}
+    _traffic(owner, 2000, np.random.default_rng(4))
+    clock.advance(120)
+    decisions = owner.evaluate()
+    assert [d.action for _, d in decisions] == ["advance"], decisions
