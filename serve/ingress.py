@@ -142,6 +142,11 @@ def assemble(
         if board is not None
         else None
     )
+    if telemetry is not None:
+        # Rollouts are judged on every ingress process's traffic: each publishes its
+        # canary windows with its telemetry, and the judging process merges them.
+        telemetry.extras["canary"] = canary.export_windows
+        canary.peer_windows = lambda: telemetry.peer_field("canary")
     dataplane = ServingDataPlane(
         registry,
         metrics=metrics,

@@ -76,10 +76,16 @@ class DirectoryBoard:
         self._path(key).unlink(missing_ok=True)
 
 
-def snapshot(process: str, metrics_text: bytes, stats: list[StatsDict]) -> bytes:
-    """One process's snapshot, as published."""
+def snapshot(process: str, metrics_text: bytes, stats: list[StatsDict], **extra: Any) -> bytes:
+    """One process's snapshot, as published (``extra``: more JSON fields, e.g. ``canary``)."""
     return orjson.dumps(
-        {"process": process, "at": time.time(), "metrics": metrics_text.decode(), "stats": stats}
+        {
+            "process": process,
+            "at": time.time(),
+            "metrics": metrics_text.decode(),
+            "stats": stats,
+            **extra,
+        }
     )
 
 
@@ -178,8 +184,10 @@ class Telemetry:
         process: str,
         render: Callable[[], bytes],
         stats: Callable[[], list[StatsDict]],
+        extras: dict[str, Callable[[], Any]] | None = None,
     ) -> None:
         self.board = board
+        self.extras = dict(extras or {})
         self.prefix = prefix.rstrip("/") + "/"
         self.process = process
         self._render = render
@@ -192,7 +200,8 @@ class Telemetry:
 
     def publish(self) -> None:
         if self.board is not None:
-            self.board.put(self.key, snapshot(self.process, self._render(), self._stats()))
+            extra = {name: produce() for name, produce in self.extras.items()}
+            self.board.put(self.key, snapshot(self.process, self._render(), self._stats(), **extra))
 
     def start(self) -> None:
         """Publish every :data:`PUBLISH_S` seconds on the running loop (off-loop writes)."""
@@ -224,6 +233,10 @@ class Telemetry:
             return []
         docs = _live(self.board.items(self.prefix).values(), time.time())
         return [d for d in docs if d.get("process") != self.process]
+
+    def peer_field(self, name: str) -> list[Any]:
+        """Field ``name`` of every other live process that publishes it (blocking)."""
+        return [d[name] for d in self._others() if d.get(name) is not None]
 
     def metrics_text(self) -> bytes:
         """Every live process's metrics, this one's fresh (blocking: call off the loop)."""

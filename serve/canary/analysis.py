@@ -35,6 +35,8 @@ from rayfront.canary.state import RolloutPlan, WindowSummary
 VerdictAction = Literal["advance", "rollback", "pause"]
 
 DEFAULT_RESERVOIR = 4096
+#: Latency samples a process publishes per window for the cross-process p99.
+EXPORT_SAMPLES = 1024
 # Latencies below this are treated as equal to it when forming the p99 ratio, so an
 # idle stable with a near-zero p99 cannot make every canary look infinitely slow.
 _P99_FLOOR_S = 1e-6
@@ -84,6 +86,45 @@ class VersionWindow:
         self._samples = []
         self.requests = 0
         self.errors = 0
+
+    def export(self, max_samples: int = EXPORT_SAMPLES) -> dict[str, Any]:
+        """This window as JSON, for the process that judges a rollout over every ingress.
+
+        At most ``max_samples`` latencies, drawn uniformly from the reservoir: still a
+        uniform sample of the requests, and a small message each second.
+        """
+        samples = self._samples
+        if len(samples) > max_samples:
+            samples = self._rng.sample(samples, max_samples)
+        return {"requests": self.requests, "errors": self.errors, "samples": list(samples)}
+
+
+def merged_summary(parts: list[dict[str, Any]]) -> WindowSummary:
+    """One summary of windows kept by several processes (see :meth:`VersionWindow.export`).
+
+    Each reservoir is a uniform sample of its own process's requests, so a sample stands
+    for ``requests / len(samples)`` requests and the p99 is taken over those weights: a
+    busy process counts for more than an idle one.
+    """
+    requests = sum(int(p.get("requests", 0)) for p in parts)
+    errors = sum(int(p.get("errors", 0)) for p in parts)
+    weighted: list[tuple[float, float]] = []
+    for p in parts:
+        samples = [float(x) for x in p.get("samples", ())]
+        if samples:
+            weight = int(p.get("requests", 0)) / len(samples)
+            weighted += [(x, weight) for x in samples]
+    p99: float | None = None
+    if weighted:
+        weighted.sort()
+        total = sum(w for _, w in weighted)
+        target, seen = 0.99 * total, 0.0
+        for x, w in weighted:
+            seen += w
+            p99 = x
+            if seen >= target - 1e-9:
+                break
+    return WindowSummary(requests=requests, errors=errors, p99_s=p99)
 
 
 class WindowBook:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -247,6 +248,27 @@ class ShadowStats:
             value = getattr(self, slot)
             setattr(dup, slot, set(value) if isinstance(value, set) else value)
         return dup
+
+    def export(self) -> dict[str, Any]:
+        """The raw tallies as JSON (merged across ingress processes by :meth:`merge`)."""
+        return {
+            slot: sorted(getattr(self, slot)) if slot == "kinds" else getattr(self, slot)
+            for slot in self.__slots__
+        }
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Add another process's :meth:`export` of the same window."""
+        for slot in ("comparisons", "rows", "agree_rows", "errors", "cosine_rows"):
+            setattr(self, slot, getattr(self, slot) + int(other.get(slot, 0)))
+        self.cosine_sum += float(other.get("cosine_sum", 0.0))
+        for slot, pick in (("max_abs", max), ("max_rel", max), ("min_cosine", min)):
+            theirs = other.get(slot)
+            if theirs is not None:
+                mine = getattr(self, slot)
+                setattr(self, slot, float(theirs) if mine is None else pick(mine, float(theirs)))
+        self.kinds.update(other.get("kinds", ()))
+        if other.get("last_note"):
+            self.last_note = str(other["last_note"])
 
     def add_error(self) -> None:
         """The candidate failed a mirrored request (its error also counts in its error rate)."""

@@ -55,7 +55,13 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from rayfront.canary.analysis import DEFAULT_RESERVOIR, Verdict, WindowBook, analyze
+from rayfront.canary.analysis import (
+    DEFAULT_RESERVOIR,
+    Verdict,
+    WindowBook,
+    analyze,
+    merged_summary,
+)
 from rayfront.canary.compare import ShadowStats, compare_outputs
 from rayfront.canary.gauges import CanaryMetrics
 from rayfront.canary.router import Router
@@ -69,6 +75,7 @@ from rayfront.canary.state import (
     RolloutPlan,
     RolloutState,
     TrafficPolicy,
+    WindowSummary,
     check_version,
     describe_validation_error,
     version_key,
@@ -89,6 +96,16 @@ LiveVersions = Callable[[str], list[str]]
 VersionHealthy = Callable[[str, str], bool]
 OnRetire = Callable[[str, str, float], None]
 Clock = Callable[[], float]
+#: The canary windows other ingress processes published (their :meth:`export_windows`).
+PeerWindows = Callable[[], list[dict[str, Any]]]
+
+
+def _step_key(doc: ModelTraffic) -> str | None:
+    """Names the window a rollout's current step collects; None when nothing is collected."""
+    ro = doc.rollout
+    if ro is None or not ro.active:
+        return None
+    return f"{ro.plan.canary_version}:{ro.step_index}:{ro.step_started_at.isoformat()}"
 
 
 def _dt(ts: float) -> datetime:
@@ -113,8 +130,11 @@ class CanaryManager:
         on_retire: OnRetire | None = None,
         registry: CollectorRegistry | None = None,
         reservoir_size: int = DEFAULT_RESERVOIR,
+        peer_windows: PeerWindows | None = None,
     ) -> None:
         self._store = store
+        self.peer_windows = peer_windows
+        self._step_keys: dict[str, str | None] = {}
         self._signature_of = signature_of
         self._live_versions = live_versions
         self._version_healthy = version_healthy
@@ -525,13 +545,64 @@ class CanaryManager:
             state = self._advance(doc, ro, now, verdict)
         return state.history[-1]
 
+    def export_windows(self) -> dict[str, Any]:
+        """This process's windows of every running rollout step, for the judging process."""
+        out: dict[str, Any] = {}
+        with self._stats_lock:
+            for model, doc in list(self._docs.items()):
+                key = _step_key(doc)
+                if key is None:
+                    continue
+                out[model] = {
+                    "step": key,
+                    "versions": {
+                        v: self._windows.window(model, v).export()
+                        for v in self._windows.versions(model)
+                    },
+                    "shadow": {
+                        v: stats.export() for (m, v), stats in self._shadow.items() if m == model
+                    },
+                }
+        return out
+
+    def _peer_parts(self, model: str, key: str | None) -> list[dict[str, Any]]:
+        """Other processes' windows of the same step of ``model``'s rollout."""
+        if self.peer_windows is None or key is None:
+            return []
+        try:
+            peers = self.peer_windows()
+        except Exception as exc:  # the board briefly unreachable: judge on what is here
+            logger.warning("model %r: other ingress windows unavailable: %s", model, exc)
+            return []
+        return [
+            p[model]
+            for p in peers
+            if isinstance(p.get(model), dict) and p[model].get("step") == key
+        ]
+
     def _analyze(self, model: str, ro: RolloutState) -> Verdict:
         plan = ro.plan
+        peers = self._peer_parts(model, _step_key(self._docs[model]))
         with self._stats_lock:
-            stable = self._windows.summary(model, plan.stable_version)
-            canary = self._windows.summary(model, plan.canary_version)
+            if peers:
+                # Every ingress process's share of the traffic, not only this one's.
+                def merged(v: str) -> WindowSummary:
+                    parts = [self._windows.window(model, v).export()]
+                    parts += [p["versions"][v] for p in peers if v in p.get("versions", {})]
+                    return merged_summary(parts)
+
+                stable = merged(plan.stable_version)
+                canary = merged(plan.canary_version)
+            else:
+                stable = self._windows.summary(model, plan.stable_version)
+                canary = self._windows.summary(model, plan.canary_version)
             shadow = self._shadow.get((model, plan.canary_version))
             shadow_copy = shadow.copy() if shadow is not None else None
+        for p in peers:
+            theirs = p.get("shadow", {}).get(plan.canary_version)
+            if theirs:
+                shadow_copy = shadow_copy if shadow_copy is not None else ShadowStats()
+                shadow_copy.merge(theirs)
         verdict = analyze(
             stable,
             canary,
@@ -542,6 +613,7 @@ class CanaryManager:
         )
         verdict.comparison["step"] = ro.step_index
         verdict.comparison["canary_weight"] = ro.current_step
+        verdict.comparison["ingress_processes"] = 1 + len(peers)
         return verdict
 
     # ------------------------------------------------------------------ transitions
@@ -875,6 +947,12 @@ class CanaryManager:
                 )
 
     def _install(self, doc: ModelTraffic) -> None:
+        key = _step_key(doc)
+        if self._step_keys.get(doc.model, key) != key:
+            # Another process moved the rollout on: this process's window starts afresh,
+            # as the judging process's did, so their windows describe the same step.
+            self._reset_windows(doc.model, self._clock())
+        self._step_keys[doc.model] = key
         self._docs[doc.model] = doc
         self._routers[doc.model] = Router.from_policy(doc.policy)
         if self._metrics is not None:

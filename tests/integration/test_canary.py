@@ -364,3 +364,53 @@ def test_canary_cli_changes_and_shows_state_when_run_against_server(canary_serve
         metrics,
         re.M,
     ), metrics
+
+
+def test_rollout_over_two_ingress_processes_is_one_rollout(tmp_path_factory):
+    """Two gateway processes share the port: a pause that lands on either holds, and the
+    judging process counts the traffic both saw before it promotes."""
+    from rayfront.export.demos import DIGITS_REF, digits
+
+    root = tmp_path_factory.mktemp("canary2") / "model_repository"
+    for _ in range(2):
+        export_into(
+            root,
+            DIGITS_REF,
+            "digits",
+            digits.INPUTS,
+            digits.OUTPUTS,
+            digits.MAX_BATCH_SIZE,
+            version_policy="all",
+        )
+    server = start_server(
+        root,
+        tmp_path_factory.mktemp("canary2-logs") / "serve.log",
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--gateway-replicas",
+        "2",
+    )
+    try:
+        _api(server, "POST", "/weights", {"weights": {"1": 100, "2": 0}})
+        status, doc = _api(server, "POST", "/start", _fast_plan("2"))
+        assert status == 200, doc
+        status, doc = _api(server, "POST", "/pause", {"reason": "checking"})
+        assert status == 200, doc
+        # Whichever process took the pause, every process (on fresh connections) shows it
+        # within a tick or two, and the judging one does not move the rollout on.
+        time.sleep(2.5)
+        for _ in range(3):
+            _burst(server.http_url, 40)
+            states = {_api(server, "GET", "")[1]["rollout"]["status"] for _ in range(8)}
+            assert states == {"paused"}, states
+        status, doc = _api(server, "POST", "/resume", {})
+        assert status == 200, doc
+        doc = _wait_status(
+            server, lambda d: (d.get("rollout") or {}).get("status") == "promoted", 120
+        )
+        judged = [h for h in doc["rollout"]["history"] if h["action"] in ("advance", "promote")]
+        assert judged and all(h["comparison"].get("ingress_processes") == 2 for h in judged), [
+            h["comparison"] for h in judged
+        ]
+    finally:
+        stop_server(server)

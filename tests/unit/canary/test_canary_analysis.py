@@ -152,3 +152,21 @@ def test_analyze_is_deterministic_when_given_same_inputs():
     a = analyze(STABLE, GOOD, _shadow(99, 100), PLAN)
     b = analyze(STABLE, GOOD, _shadow(99, 100), PLAN)
     assert a == b
+
+
+def test_merged_summary_weights_each_process_by_its_requests():
+    from rayfront.canary.analysis import VersionWindow, merged_summary
+
+    busy, idle = VersionWindow(capacity=100, seed=1), VersionWindow(capacity=100, seed=2)
+    for _ in range(10_000):
+        busy.record(True, 0.010)  # 10,000 fast requests, 100 samples kept
+    for _ in range(50):
+        idle.record(False, 1.0)  # 50 slow failures, all kept
+    merged = merged_summary([busy.export(), idle.export()])
+    assert (merged.requests, merged.errors) == (10_050, 50)
+    # 50 of 10,050 requests (0.5%) were slow: the p99 is the fast one. Pooling the
+    # samples unweighted (50 of 150 slow) would have said 1 s.
+    assert merged.p99_s == pytest.approx(0.010)
+    for _ in range(200):
+        idle.record(False, 1.0)  # now 2.4% slow
+    assert merged_summary([busy.export(), idle.export()]).p99_s == pytest.approx(1.0)

@@ -379,9 +379,7 @@ def test_refresh_reloads_documents_when_owner_changed_them(make_manager, repo, c
     assert isinstance(owner._store, CanaryStore)
 
 
-def test_owner_sees_a_pause_taken_by_another_gateway_and_does_not_overwrite_it(
-    make_manager, clock
-):
+def test_owner_sees_a_pause_taken_by_another_gateway_and_does_not_overwrite_it(make_manager, clock):
     owner = make_manager()
     other = make_manager(registry=None)
     owner.start(MODEL, _plan())
@@ -415,3 +413,35 @@ def test_owner_runs_a_rollout_started_on_another_gateway(make_manager, clock):
     clock.advance(120)
     decisions = owner.evaluate()
     assert [d.action for _, d in decisions] == ["advance"], decisions
+
+
+def test_judging_process_counts_the_traffic_other_ingress_processes_saw(make_manager, clock):
+    """Canary errors seen only by a second ingress process still roll the canary back."""
+    judge = make_manager()
+    other = make_manager(registry=None)
+    judge.peer_windows = lambda: [other.export_windows()]
+    judge.start(MODEL, _plan(max_p99_ratio=100.0, min_agreement=0.0, shadow_percent=0))
+    other.refresh()
+    rng = np.random.default_rng(5)
+    _traffic(judge, 2000, rng)  # healthy on the judge's share
+    _traffic(other, 2000, rng, canary_error_rate=0.5)  # the canary fails on the other's
+    clock.advance(120)
+    decisions = judge.evaluate()
+    assert [d.action for _, d in decisions] == ["rollback"], decisions
+    assert decisions[0][1].comparison["ingress_processes"] == 2
+
+
+def test_a_process_starts_a_new_window_when_another_advances_the_step(make_manager, clock):
+    judge = make_manager()
+    other = make_manager(registry=None)
+    judge.start(MODEL, _plan(max_p99_ratio=100.0, min_agreement=0.0, shadow_percent=0))
+    other.refresh()
+    _traffic(other, 500, np.random.default_rng(6))
+    assert other.export_windows()[MODEL]["versions"]["1"]["requests"] > 0
+    _traffic(judge, 2000, np.random.default_rng(7))
+    clock.advance(120)
+    assert [d.action for _, d in judge.evaluate()] == ["advance"]
+    other.refresh()
+    windows = other.export_windows()[MODEL]
+    assert all(w["requests"] == 0 for w in windows["versions"].values())
+    assert windows["step"] == judge.export_windows()[MODEL]["step"]
