@@ -63,6 +63,7 @@ class ServingDataPlane:
         rng: random.Random | None = None,
         shared_memory: bool = False,
         telemetry: Telemetry | None = None,
+        strict_readiness: bool = False,
     ) -> None:
         """``recorder`` must feed ``metrics`` and ``stats``; pass the one the loader's batchers
         report to, so every request and execution lands in the same counters."""
@@ -75,6 +76,7 @@ class ServingDataPlane:
         self._rng = rng or random.Random()
         self._extensions = [*EXTENSIONS, SHM_EXTENSION] if shared_memory else list(EXTENSIONS)
         self.telemetry = telemetry
+        self.strict_readiness = strict_readiness
         self.draining = False
 
     @property
@@ -96,7 +98,13 @@ class ServingDataPlane:
     async def ready(self) -> bool:
         if self.draining:
             return False
-        return all(sv.ready for e in self.models.values() for sv in e.versions.values())
+        versions = [sv for e in self.models.values() for sv in e.versions.values()]
+        if self.strict_readiness:
+            # Triton's --strict-readiness: every model of the repository must serve.
+            return not self.registry.failed_models() and all(sv.ready for sv in versions)
+        # A model that failed to load is UNAVAILABLE (with its reason) in the index, but
+        # does not keep the models that did load from taking traffic.
+        return all(sv.ready or sv.failed for sv in versions)
 
     async def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": self._extensions}

@@ -100,6 +100,7 @@ def assemble(
     board: Board | None = None,
     board_prefix: str = "rayfront/telemetry/rayfront/",
     process: str = "",
+    strict_readiness: bool = False,
 ) -> Ingress:
     """Build an ingress around the loader ``make_loader`` returns (given the recorder its
     queues report to, so requests and executions land in the same counters).
@@ -157,6 +158,7 @@ def assemble(
         rng=rng,
         shared_memory=shm is not None,
         telemetry=telemetry,
+        strict_readiness=strict_readiness,
     )
     return Ingress(
         metrics=metrics,

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Models loaded at once at start (each waits on its replicas in a thread).
+LOAD_CONCURRENCY = 4
+
 
 @dataclass
 class ServedVersion:
@@ -51,6 +54,9 @@ class ServedVersion:
     # Not ready, but requests wait (bounded) for a replica that is starting: a restart
     # after a crash, or a version waking from zero.
     accepting: bool = False
+    # Cannot serve until something changes (its replicas fail to start, or need resources
+    # the cluster lacks): it does not hold the server's readiness (see strict_readiness).
+    failed: bool = False
 
 
 @dataclass
@@ -202,6 +208,10 @@ class ModelRegistry:
 
     # --- lifecycle ---------------------------------------------------------------------
 
+    def failed_models(self) -> dict[str, str]:
+        """Models whose last load failed, with the reason."""
+        return dict(self._failed)
+
     async def load_all(self) -> None:
         """Load every model of the repository; one bad model does not stop the others.
 
@@ -214,13 +224,19 @@ class ModelRegistry:
         except RayfrontError as exc:
             logger.error("cannot list the model repository: %s", exc.message)
             return
-        for name in names:
-            try:
-                await self._load(name)
-            except Exception as exc:
-                reason = exc.message if isinstance(exc, RayfrontError) else _first_line(exc)
-                self._failed[name] = reason
-                logger.error("model %r failed to load: %s", name, reason)
+        # Side by side: one model waiting for resources must not hold up the rest.
+        slots = asyncio.Semaphore(LOAD_CONCURRENCY)
+
+        async def one(name: str) -> None:
+            async with slots:
+                try:
+                    await self._load(name)
+                except Exception as exc:
+                    reason = exc.message if isinstance(exc, RayfrontError) else _first_line(exc)
+                    self._failed[name] = reason
+                    logger.error("model %r failed to load: %s", name, reason)
+
+        await asyncio.gather(*(one(name) for name in names))
 
     async def load_model(self, name: str, config: str | None = None) -> None:
         """(Re)load ``name`` from the repository (the repository API's load).

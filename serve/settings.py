@@ -188,6 +188,21 @@ class ServerSettings(BaseModel):
             "On a cluster, raise it (or set models.<name>.num_cpus) to pack replicas honestly."
         ),
     )
+    strict_readiness: bool = Field(
+        default=False,
+        description=(
+            "Server readiness needs every model of the repository serving (Triton's "
+            "--strict-readiness). Off: models that failed to load do not hold the others back."
+        ),
+    )
+    deploy_timeout_s: float = Field(
+        default=180.0,
+        gt=0,
+        description=(
+            "How long a load waits for a version's replicas to start; past it the version is "
+            "listed as not ready with the reason (it starts if the resources appear)."
+        ),
+    )
     replica_wait_s: float = Field(
         default=30.0,
         gt=0,

@@ -24,7 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 from rayfront.deploy import kv
-from rayfront.errors import InternalError, NotFoundError, RayfrontError, UnavailableError
+from rayfront.errors import (
+    InternalError,
+    NotFoundError,
+    RayfrontError,
+    RepositoryError,
+    UnavailableError,
+)
 from rayfront.metrics import InferenceRecorder
 from rayfront.models import ModelEntry, ServedVersion
 from rayfront.repository.layout import Repository
@@ -93,6 +99,8 @@ class RayModelLoader:
         self._node_id: str | None = None
         self._arena: Arena | None = None
         self._running: dict[str, int] = {}  # version app -> replicas running (last status)
+        # version app -> why its replicas cannot be placed (until they are)
+        self._pending: dict[str, str] = {}
 
     def repository(self) -> Repository:
         return self._repo
@@ -136,8 +144,10 @@ class RayModelLoader:
                     v,
                 )
                 app = version_application(self._settings, spec, v)
-                # serve.run blocks until the app is RUNNING; keep the ingress loop free.
-                await asyncio.to_thread(serve.run, app, name=app_name, route_prefix=None)
+                pending = await self._deploy(app, app_name, spec)
+                if pending is not None:
+                    self._pending[app_name] = pending
+                    logger.error("model %r version %s is not serving: %s", name, v, pending)
                 await asyncio.to_thread(kv.publish, key, digest)
             elif deployed is None:
                 await asyncio.to_thread(kv.publish, key, digest)
@@ -156,10 +166,58 @@ class RayModelLoader:
             # The app is RUNNING, so its replicas have published: start on the transport.
             pool.set_endpoints(await asyncio.to_thread(kv.list_endpoints, app_name))
             self._pools[app_name] = pool
-            entry.versions[str(v)] = ServedVersion(version=str(v), queue=pool)
+            reason = self._pending.get(app_name)
+            entry.versions[str(v)] = ServedVersion(
+                version=str(v),
+                queue=pool,
+                ready=reason is None,
+                reason=reason or "",
+                failed=reason is not None,
+            )
         if not entry.versions:
             raise UnavailableError(f"model '{name}' has no version to serve")
         return entry
+
+    async def _deploy(self, app: Any, app_name: str, spec: ModelSpec) -> str | None:
+        """Deploy ``app`` and wait, bounded, until it runs; None once RUNNING.
+
+        A version whose replicas cannot be placed (a GPU the cluster lacks, resources
+        taken) would keep Serve waiting forever, and with it the whole server's start.
+        Past ``deploy_timeout_s`` (at once, when it needs GPUs the cluster has none of)
+        its deployment stays in place, to start when the resources appear, and this
+        returns why it is not serving. A deployment that fails outright raises.
+        """
+        from ray import serve
+
+        await asyncio.to_thread(serve._run, app, _blocking=False, name=app_name, route_prefix=None)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        gpus = float(self._settings.resources_for(spec)["num_gpus"] or 0.0)
+        while True:
+            status = await asyncio.to_thread(_serve_status)
+            app_status = (status or {}).get(app_name)
+            if app_status is not None:
+                if app_status["status"] == "RUNNING":
+                    return None
+                if app_status["status"] == "DEPLOY_FAILED":
+                    raise RepositoryError(
+                        f"{app_name} failed to deploy: {_first_line(app_status['message'])}"
+                    )
+            waited = loop.time() - started
+            if gpus > 0 and waited > 2.0:
+                have = await asyncio.to_thread(_cluster_gpus)
+                if have < gpus:
+                    return (
+                        f"waiting for a GPU: each replica needs {gpus:g} and the Ray cluster "
+                        f"has {have:g} (instance_group KIND_CPU serves it on CPUs)"
+                    )
+            if waited > self._settings.deploy_timeout_s:
+                message = (app_status or {}).get("message") or "replicas not running"
+                return (
+                    f"not running after {self._settings.deploy_timeout_s:g}s: "
+                    f"{_first_line(message)}"
+                )
+            await asyncio.sleep(0.5)
 
     async def unload(self, entry: ModelEntry) -> None:
         for v, sv in entry.versions.items():
@@ -197,11 +255,20 @@ class RayModelLoader:
                 running = app["running_replicas"]
                 sv.replicas = running
                 self._running[app_name] = running
+                pending = self._pending.get(app_name)
+                if pending is not None:
+                    if running == 0:
+                        # Cannot be placed: refuse at once rather than make requests wait.
+                        sv.ready, sv.accepting, sv.reason = False, False, pending
+                        sv.failed = True
+                        continue
+                    del self._pending[app_name]  # the resources appeared
                 # Readiness is about replicas, not the app's status: a controller that is
                 # recovering reports DEPLOYING over replicas that serve all along.
                 failed = app["status"] in ("DEPLOY_FAILED", "DELETING")
                 sv.ready = not failed and (running > 0 or scales_to_zero)
                 sv.accepting = not failed and not sv.ready
+                sv.failed = failed
                 sv.reason = "" if sv.ready else app["message"] or app["status"]
                 pool = self._pools.get(app_name)
                 if pool is not None:
@@ -244,6 +311,16 @@ class RayModelLoader:
 def _enum_value(value: Any) -> str:
     """Serve's status enums print as 'ApplicationStatus.RUNNING'; compare their values."""
     return str(getattr(value, "value", value))
+
+
+def _first_line(text: str) -> str:
+    return (str(text).strip().splitlines() or [""])[0][:500]
+
+
+def _cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
 
 
 def _running_apps() -> set[str]:

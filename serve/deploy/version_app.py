@@ -51,6 +51,10 @@ def version_options(settings: ServerSettings, spec: ModelSpec) -> dict[str, Any]
         "health_check_period_s": 5.0,
         # A hung replica (its requests wait on it) is replaced within ~15 s, not 35.
         "health_check_timeout_s": 10.0,
+        # A replica whose __init__ raises (a broken file, a config this host cannot run)
+        # fails the same way every time: give up after 3 tries (Serve's default is 20,
+        # two minutes) so the model is reported UNAVAILABLE with its reason promptly.
+        "max_constructor_retry_count": 3,
         "logging_config": SERVE_LOGGING,
     }
 

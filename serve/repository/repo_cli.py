@@ -55,17 +55,37 @@ def _print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, default=str))
 
 
+def _load_like_serve(spec: Any, version_dir: Path, version: int) -> None:
+    """Build the version's engine as a replica does (runtimes, instances), then drop it."""
+    import asyncio
+
+    from rayfront.engine import VersionEngine
+
+    engine = VersionEngine.load(spec, version_dir, str(version))
+    asyncio.run(engine.close())
+
+
 @app.command("validate")
 def validate_command(
-    repository: RepositoryOption = _DEFAULT_REPOSITORY, as_json: JsonOption = False
+    repository: RepositoryOption = _DEFAULT_REPOSITORY,
+    as_json: JsonOption = False,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load/--no-load",
+            help="Also load every served version as `rayfront serve` would on this host "
+            "(runtimes, execution providers, instance groups). --no-load checks files only.",
+        ),
+    ] = True,
 ) -> None:
-    """Check every model: config, version folders, model files, ONNX signatures, parity, plans."""
+    """Check every model: config, version folders, model files, ONNX signatures, parity, plans,
+    and (by default) that each served version loads here as `rayfront serve` loads it."""
     from rayfront.errors import RayfrontError
     from rayfront.repository.validate import validate_repository
 
     repo = _open(repository)
     try:
-        reports = validate_repository(repo.root)
+        reports = validate_repository(repo.root, _load_like_serve if load else None)
     except RayfrontError as err:
         raise _fail(err.message) from None
     except OSError as err:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -353,10 +354,17 @@ def _version_problems(
     return problems
 
 
+#: Loads one version as ``rayfront serve`` would on this host; raises when it cannot.
+LoadCheck = Callable[[ModelSpec, Path, int], None]
+
+
 def validate_model(
-    repo: Repository, name: str, env: dict[str, str | None] | None = None
+    repo: Repository,
+    name: str,
+    env: dict[str, str | None] | None = None,
+    load_check: LoadCheck | None = None,
 ) -> ModelReport:
-    """Validate one model folder of ``repo``."""
+    """Validate one model folder of ``repo``; with ``load_check``, load its served versions."""
     env = {} if env is None else env
     versions = repo.versions(name)
     try:
@@ -382,22 +390,46 @@ def validate_model(
             for v in spec.version_policy.versions
             if v not in versions
         ]
+    served = set(repo.served_versions(name, spec)) if versions else set()
     for v in versions:
         try:
-            problems += _version_problems(repo, spec, v, env)
+            found = _version_problems(repo, spec, v, env)
         except RayfrontError as err:
-            problems.append(Problem(version=v, message=err.message))
+            found = [Problem(version=v, message=err.message)]
+        problems += found
+        if load_check is not None and v in served and not any(p.severity == "error" for p in found):
+            problems += _load_problems(load_check, spec, repo.version_dir(name, v), v)
     ok = not any(p.severity == "error" for p in problems)
     return ModelReport(
         name=name, ok=ok, problems=problems, versions=versions, platform=spec.platform
     )
 
 
-def validate_repository(root: Path) -> list[ModelReport]:
-    """Validate every model in the repository at ``root`` (which must exist)."""
+def _load_problems(load_check: LoadCheck, spec: ModelSpec, vdir: Path, v: int) -> list[Problem]:
+    try:
+        load_check(spec, vdir, v)
+    except RayfrontError as err:
+        return [Problem(version=v, message=f"rayfront serve cannot load it here: {err.message}")]
+    except Exception as err:  # the runtime's own failure: what the replica would hit
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return [
+            Problem(
+                version=v,
+                message=f"rayfront serve cannot load it here: {type(err).__name__}: {first}",
+            )
+        ]
+    return []
+
+
+def validate_repository(root: Path, load_check: LoadCheck | None = None) -> list[ModelReport]:
+    """Validate every model in the repository at ``root`` (which must exist).
+
+    With ``load_check`` every served version is also loaded the way a replica loads it,
+    so a model that passes here is one ``rayfront serve`` can load on this host.
+    """
     repo = Repository(Path(root)).require()
     env: dict[str, str | None] = {}  # probe TensorRT / the GPU once, and only if a plan exists
-    reports = [validate_model(repo, name, env) for name in repo.models()]
+    reports = [validate_model(repo, name, env, load_check) for name in repo.models()]
     for r in reports:
         logger.info("model %r: %s (%d problems)", r.name, "ok" if r.ok else "FAILED", len(r.errors))
     return reports
