@@ -29,7 +29,7 @@ from serving_harness import Server, start_server, stop_server
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
 
 FAULT_AT_S = 4.0
-RUN_S = 24.0
+RUN_S = 16.0
 
 
 def _server(model_repository: Path, tmp_path: Path, **settings: object) -> Server:
