@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -201,6 +202,32 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _run_with_spinner(
+    label: str, opts: Any, run: Callable[[Any], dict], progress: bool, out_dir: Path
+) -> dict:
+    """``run(opts)`` under a one-line progress display; SIGTERM and Ctrl-C stop it cleanly.
+
+    ``opts.progress`` receives the run's status messages. On an interrupt the run's own
+    finally blocks stop its servers, and this exits 130.
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+            disable=not progress, transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task(label, total=None)
+            opts.progress = lambda msg: bar.update(task, description=f"{label}: {msg}")
+            return run(opts)
+    except KeyboardInterrupt:
+        typer.secho(f"interrupted; partial results in {out_dir}", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _print_outcome(out_dir: Path, result: object) -> None:
     from rayfront.benchmarks.analysis.goals import evaluate
     from rayfront.benchmarks.analysis.results import SUMMARY_MD, SweepResult
@@ -249,8 +276,6 @@ def ingress_command(
     rayfront over HTTP, gRPC and system shared memory with 1 and N ingress processes,
     against a bare uvicorn server with as many workers and a one-core memcpy, in one run.
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from rayfront.benchmarks.run.bandwidth import IngressOptions, run_ingress, summary_markdown
 
     _setup_logging(None, verbose)
@@ -274,23 +299,46 @@ def ingress_command(
         warmup_s=0.5 if quick else 1.0,
         startup_timeout_s=startup_timeout,
     )
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            disable=not progress, transient=True,
-        ) as bar:  # fmt: skip
-            task = bar.add_task("ingress bandwidth", total=None)
-            opts.progress = lambda msg: bar.update(task, description=f"ingress: {msg}")
-            doc = run_ingress(opts)
-    except KeyboardInterrupt:
-        typer.secho(f"interrupted; partial results in {out_dir}", err=True, fg=typer.colors.YELLOW)
-        raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    doc = _run_with_spinner("ingress", opts, run_ingress, progress, out_dir)
     typer.echo(summary_markdown(doc))
     typer.echo(f"results: {out_dir / 'ingress.json'}")
     if doc.get("failures"):
+        raise typer.Exit(1)
+
+
+@app.command("soak")
+def soak_command(
+    minutes: Annotated[float, typer.Option(min=0.1, help="How long to run.")] = 10.0,
+    clients: Annotated[int, typer.Option(min=1, help="Client threads.")] = 8,
+    invalid: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of hostile requests (0..1).")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the request mix.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Results directory (default benchmarks/results/soak-<timestamp>)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress line.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Soak: mixed valid and invalid HTTP/gRPC traffic for N minutes against rayfront serve.
+
+    Reports sent / ok / refused / wrong / failed / lost and the growth of the server's RSS
+    and file descriptors (soak.json, soak.csv, soak.png, summary.md). Exits 1 when any
+    request was wrong, failed or lost. Not part of CI: run it on an otherwise idle machine.
+    """
+    from rayfront.benchmarks.run.soak import SoakOptions, run_soak, summary_markdown
+
+    _setup_logging(None, verbose)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = out or Path("benchmarks/results") / f"soak-{stamp}"
+    opts = SoakOptions(
+        out=out_dir, minutes=minutes, clients=clients, invalid_share=invalid, seed=seed
+    )
+    doc = _run_with_spinner("soak", opts, run_soak, progress, out_dir)
+    typer.echo(summary_markdown(doc))
+    typer.echo(f"results: {out_dir / 'soak.json'}")
+    if doc["wrong"] or doc["failed"] or doc["lost"]:
         raise typer.Exit(1)
 
 

@@ -114,3 +114,28 @@ def test_bench_ingress_quick_run_measures_every_path_when_run_end_to_end(tmp_pat
     assert (out / "ingress.png").read_bytes()[:8] == PNG_MAGIC
     assert len((out / "ingress.csv").read_text().splitlines()) == len(expected) + 1
     assert _leftovers(str(out)) == [], "server processes outlived the benchmark run"
+
+
+def test_bench_soak_short_run_classifies_every_request_when_run_end_to_end(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "soak"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    cmd = [
+        sys.executable, "-m", "rayfront.benchmarks", "soak", "--minutes", "0.25",
+        "--clients", "4", "--invalid", "0.3", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+    import json
+
+    doc = json.loads((out / "soak.json").read_text())
+    assert doc["sent"] > 100
+    assert doc["ok"] > 0 and doc["refused"] > 0  # both halves of the mix were exercised
+    assert (doc["wrong"], doc["failed"], doc["lost"]) == (0, 0, 0), doc
+    assert doc["sent"] == sum(doc[k] for k in ("ok", "refused", "wrong", "failed", "lost"))
+    assert doc["series"] and all(p["rss_mib"] > 0 and p["fds"] > 0 for p in doc["series"])
+    assert (out / "soak.png").read_bytes()[:8] == PNG_MAGIC
+    assert "| sent | req/s |" in (out / "summary.md").read_text()
+    assert _leftovers(str(out)) == [], "server processes outlived the soak"

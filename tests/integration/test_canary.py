@@ -286,10 +286,11 @@ def test_progressive_rollout_promotes_good_candidate_when_metrics_pass(canary_se
     assert set(_burst(canary_server.http_url, 40)) == {"2"}
 
 
-def test_rollout_resumes_at_same_step_when_server_restarts(tmp_path_factory):
+def _two_digits_versions(parent: Path) -> Path:
+    """A repository of its own holding digits v1 and v2 (the same trained network)."""
     from rayfront.export.demos import DIGITS_REF, digits
 
-    root = tmp_path_factory.mktemp("canary-restart") / "model_repository"
+    root = parent / "model_repository"
     for _ in range(2):
         export_into(
             root,
@@ -300,6 +301,11 @@ def test_rollout_resumes_at_same_step_when_server_restarts(tmp_path_factory):
             digits.MAX_BATCH_SIZE,
             version_policy="all",
         )
+    return root
+
+
+def test_rollout_resumes_at_same_step_when_server_restarts(tmp_path_factory):
+    root = _two_digits_versions(tmp_path_factory.mktemp("canary-restart"))
     logs = tmp_path_factory.mktemp("canary-restart-logs")
     server = start_server(root, logs / "a.log", "--admin-token", ADMIN_TOKEN)
     try:
@@ -369,19 +375,7 @@ def test_canary_cli_changes_and_shows_state_when_run_against_server(canary_serve
 def test_rollout_over_two_ingress_processes_is_one_rollout(tmp_path_factory):
     """Two gateway processes share the port: a pause that lands on either holds, and the
     judging process counts the traffic both saw before it promotes."""
-    from rayfront.export.demos import DIGITS_REF, digits
-
-    root = tmp_path_factory.mktemp("canary2") / "model_repository"
-    for _ in range(2):
-        export_into(
-            root,
-            DIGITS_REF,
-            "digits",
-            digits.INPUTS,
-            digits.OUTPUTS,
-            digits.MAX_BATCH_SIZE,
-            version_policy="all",
-        )
+    root = _two_digits_versions(tmp_path_factory.mktemp("canary2"))
     server = start_server(
         root,
         tmp_path_factory.mktemp("canary2-logs") / "serve.log",
