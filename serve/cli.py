@@ -1,4 +1,4 @@
-"""The ``rayfront`` command: export, repo, serve, canary, bench, demo.
+"""The ``rayfront`` command: export, repo, serve, canary, bench, demo, dashboard.
 
 Each sub-command lives beside the concept it drives; this module only assembles them.
 Sub-command modules import heavy libraries (torch, ray) inside their functions so that
@@ -11,6 +11,7 @@ import typer
 
 from rayfront.benchmarks.run.bench_cli import app as bench_app
 from rayfront.canary.canary_cli import app as canary_app
+from rayfront.dashboard import dashboard_command
 from rayfront.demo import demo_command
 from rayfront.deploy.serve_cli import serve_command
 from rayfront.export.export_cli import export_command
@@ -33,6 +34,7 @@ app.command("serve")(serve_command)
 app.add_typer(canary_app, name="canary")
 app.add_typer(bench_app, name="bench")
 app.command("demo")(demo_command)
+app.command("dashboard")(dashboard_command)
 
 
 def main() -> None:

@@ -147,6 +147,13 @@ class ServerSettings(BaseModel):
         ),
     )
     gateway_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per gateway.")
+    gateway_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Ray custom resources per gateway replica, to place ingress on chosen nodes (the "
+            "RayService manifest pins it to the head pod, where the Service and probes point)."
+        ),
+    )
     batches_in_flight_per_instance: int | None = Field(
         default=None,
         ge=1,

@@ -33,7 +33,10 @@ def gateway_application(settings: ServerSettings) -> Application:
     deployment = serve.deployment(Gateway).options(
         name=GATEWAY_DEPLOYMENT,
         num_replicas=settings.gateway_replicas,
-        ray_actor_options={"num_cpus": settings.gateway_num_cpus},
+        ray_actor_options={
+            "num_cpus": settings.gateway_num_cpus,
+            **({"resources": settings.gateway_resources} if settings.gateway_resources else {}),
+        },
         # The gateway is called by Serve only for health checks and admin; traffic
         # arrives on its own sockets, so Serve's request cap does not apply to it.
         max_ongoing_requests=100,

@@ -87,6 +87,17 @@ def serve_command(
             help="Print the Serve config YAML for `serve run`/`serve deploy` and exit.",
         ),
     ] = False,
+    config_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="With --print-config: 'serve' (Serve config YAML for serve run/deploy) or "
+            "'rayservice' (a KubeRay RayService manifest around it).",
+        ),
+    ] = "serve",
+    image: Annotated[
+        str, typer.Option(help="With --format rayservice: the container image of the pods.")
+    ] = "rayfront:latest",
     num_cpus: Annotated[
         int | None, typer.Option(help="CPUs for a local Ray instance (default: all).")
     ] = None,
@@ -122,8 +133,6 @@ def serve_command(
         settings = settings.model_copy(update={"repository": settings.repository.resolve()})
         settings.resolve_admin_token()  # an unset variable or empty file stops us here
         if print_config:
-            import yaml
-
             from rayfront.deploy.app import serve_config
 
             if settings.admin_token is not None:
@@ -137,7 +146,17 @@ def serve_command(
                     "cluster runs (or use --admin-token-file)",
                     err=True,
                 )
-            typer.echo(yaml.safe_dump(serve_config(settings), sort_keys=False))
+            if config_format == "rayservice":
+                from rayfront.deploy.kuberay import rayservice_manifest
+
+                doc = rayservice_manifest(settings, image=image)
+            elif config_format == "serve":
+                doc = serve_config(settings)
+            else:
+                raise RayfrontError(f"--format {config_format!r}: expected 'serve' or 'rayservice'")
+            from rayfront.deploy.kuberay import dump_yaml
+
+            typer.echo(dump_yaml(doc))
             return
         run_server(settings, address=address, num_cpus=num_cpus)
     except RayfrontError as exc:

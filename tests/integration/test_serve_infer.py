@@ -209,3 +209,20 @@ def test_concurrent_requests_each_get_own_answer_when_batched(server, ort_sessio
     assert requests == 200 and rows == 200
     assert 'rayfront_process="replica-' in after and 'rayfront_process="ingress-' in after
     assert executions < requests, f"no batching: {executions} executions for {requests} requests"
+
+
+def test_grafana_dashboard_queries_series_the_live_server_exports(server):
+    """Every series the dashboard (``rayfront dashboard``) queries is on the server's own
+    merged /metrics, declared by a # TYPE line or present as samples."""
+    from rayfront.dashboard import metric_names
+
+    text = _metrics(server)
+    declared: set[str] = set()
+    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("", "_total")}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            declared |= {name + s for s in suffixes.get(kind, ("",))}
+        elif line and not line.startswith("#"):
+            declared.add(line.split("{", 1)[0].split(" ", 1)[0])
+    assert metric_names() - declared == set()

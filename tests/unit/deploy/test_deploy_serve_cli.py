@@ -96,3 +96,66 @@ def test_admin_token_env_resolves_in_the_process_and_unset_is_an_error(monkeypat
     assert settings.resolve_admin_token() == "tok"
     with pytest.raises(ValueError, match="one way, not admin_token and admin_token_env"):
         ServerSettings(repository=Path("."), admin_token="a", admin_token_env="B")
+
+
+def _strings_only(mapping: dict) -> bool:
+    return all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
+
+
+def test_rayservice_manifest_has_the_fields_kuberay_reads_and_probes_that_exist(tmp_path: Path):
+    """Checked against the RayService CRD (ray.io/v1) fields it uses, and against rayfront's
+    own router: the probes must point at routes the gateway serves."""
+    import json
+
+    from rayfront.canary.api import canary_routes
+    from rayfront.protocol.http_app import build_http_app
+
+    result = _print_config(
+        tmp_path, "--format", "rayservice", "--admin-token", "t0k", "--gateway-replicas", "2"
+    )
+    assert result.exit_code == 0, result.output
+    assert "t0k" not in result.stdout
+    doc = yaml.safe_load(result.stdout)
+    assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", "RayService")
+    assert doc["metadata"]["name"]
+    spec = doc["spec"]
+    serve_cfg = yaml.safe_load(spec["serveConfigV2"])  # a string holding the Serve config
+    assert serve_cfg["proxy_location"] == "Disabled"
+    gateway = serve_cfg["applications"][-1]
+    assert gateway["import_path"] == "rayfront.deploy.app:build_gateway"
+    assert gateway["args"]["host"] == "0.0.0.0"
+    assert gateway["args"]["gateway_resources"] == {"rayfront_ingress": 1.0}
+    assert gateway["args"]["admin_token_env"] == "RAYFRONT_ADMIN_TOKEN"
+
+    cluster = spec["rayClusterConfig"]
+    head = cluster["headGroupSpec"]
+    assert _strings_only(head["rayStartParams"])  # KubeRay takes strings only
+    offered = json.loads(json.loads(head["rayStartParams"]["resources"]))
+    assert offered["rayfront_ingress"] >= 2  # both gateway replicas fit on the head
+    (container,) = head["template"]["spec"]["containers"]
+    assert container["name"] and container["image"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == 8000 and ports["grpc"] == 8001
+    secret = container["env"][0]
+    assert secret["name"] == "RAYFRONT_ADMIN_TOKEN"
+    assert secret["valueFrom"]["secretKeyRef"]["key"] == "token"
+
+    router = build_http_app(None, extra_routes=canary_routes(None)).router  # type: ignore[arg-type]
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["port"] == ports["http"]
+        found = router.match(get["path"])
+        assert found is not None and "GET" in found[0], (probe, get["path"])
+
+    for group in cluster["workerGroupSpecs"]:
+        assert group["groupName"] and _strings_only(group["rayStartParams"])
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        (worker,) = group["template"]["spec"]["containers"]
+        mounts = {m["mountPath"] for m in worker["volumeMounts"]}
+        assert gateway["args"]["repository"] in mounts  # same path on every pod
+
+
+def test_print_config_format_is_checked(tmp_path: Path):
+    result = _print_config(tmp_path, "--format", "helm")
+    assert result.exit_code == 1
+    assert "expected 'serve' or 'rayservice'" in result.output
