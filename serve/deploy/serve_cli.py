@@ -211,9 +211,17 @@ def run_server(settings: object, *, address: str | None, num_cpus: int | None) -
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        handle = serve.run(
-            gateway_application(settings), name=settings.gateway_app_name, route_prefix=None
+        # Not serve.run: it blocks until the gateway runs (models loaded), and a SIGTERM
+        # during a long start must still stop the server.
+        handle = serve._run(
+            gateway_application(settings),
+            _blocking=False,
+            name=settings.gateway_app_name,
+            route_prefix=None,
         )
+        if not _wait_until_running(settings.gateway_app_name, stop):
+            logger.info("stopped while starting")
+            return
         ports = handle.ports.remote().result()
         models = sorted(m for m in _served_models(settings))
         typer.echo(
@@ -232,6 +240,20 @@ def run_server(settings: object, *, address: str | None, num_cpus: int | None) -
 
 
 SHUTDOWN_DEADLINE_S = 60.0
+
+
+def _wait_until_running(app_name: str, stop: threading.Event) -> bool:
+    """Wait for the gateway application to run; False if ``stop`` was set first."""
+    from ray import serve
+
+    while not stop.wait(0.5):
+        app = serve.status().applications.get(app_name)
+        status = str(getattr(getattr(app, "status", None), "value", getattr(app, "status", "")))
+        if status == "RUNNING":
+            return True
+        if status == "DEPLOY_FAILED":
+            raise RayfrontError(f"the gateway failed to start: {app.message}")  # type: ignore[union-attr]
+    return False
 
 
 def _ray_in_own_process_groups() -> None:

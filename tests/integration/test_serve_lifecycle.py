@@ -158,3 +158,43 @@ def test_print_config_deploys_with_stock_serve_run_when_given_the_yaml(model_rep
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def test_sigterm_while_models_load_stops_the_server(model_repository, tmp_path):
+    """A start that waits on a model (its replica needs 64 CPUs this machine lacks) must not
+    make the server deaf: SIGTERM during it stops everything within the drain deadline."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copytree(model_repository / "digits", repo / "digits")
+    app = {
+        "name": "rayfront",
+        "import_path": "rayfront.deploy.app:build_gateway",
+        "args": {
+            "repository": str(repo),
+            "deploy_timeout_s": 600,
+            "models": {"digits": {"num_cpus": 64}},
+        },
+    }
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"applications": [app]}))
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "rayfront", "serve", "-r", str(repo), "--config", str(config),
+           "--http-port", str(free_port()), "--grpc-port", str(free_port())]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while b"Adding 1 replica to Deployment(name='ModelVersion'" not in log.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(3.0)  # the load is now waiting for a replica that cannot be placed
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+        print(f"\nstopped {time.monotonic() - started:.1f}s after SIGTERM during start")
+        assert descendants(proc.pid) == set()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
