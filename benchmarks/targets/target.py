@@ -16,7 +16,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -175,6 +175,20 @@ class SubprocessServer(Server):
             self.process = None
 
 
+def _model_server_command(server: Any, module: str, *extra: str) -> list[str]:
+    """The command line of a baseline server module serving one model file over HTTP."""
+    cmd = [
+        sys.executable, "-m", f"rayfront.benchmarks.targets.{module}",
+        "--model-path", str(server.model_path),
+        "--model-name", server.model,
+        "--host", HOST,
+        "--port", str(server.http_port),
+        "--device", server.device,
+        *extra,
+    ]  # fmt: skip
+    return [*cmd, "--tensorrt"] if server.tensorrt else cmd
+
+
 class BareServer(SubprocessServer):
     """The bare uvicorn KServe v2 baseline (:mod:`.bare_asgi`)."""
 
@@ -194,16 +208,7 @@ class BareServer(SubprocessServer):
         self.workers = workers
 
     def command(self) -> list[str]:
-        cmd = [
-            sys.executable, "-m", "rayfront.benchmarks.targets.bare_asgi",
-            "--model-path", str(self.model_path),
-            "--model-name", self.model,
-            "--host", HOST,
-            "--port", str(self.http_port),
-            "--device", self.device,
-            "--workers", str(self.workers),
-        ]  # fmt: skip
-        return [*cmd, "--tensorrt"] if self.tensorrt else cmd
+        return _model_server_command(self, "bare_asgi", "--workers", str(self.workers))
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("bare", "http", HOST, self.http_port)]
@@ -228,16 +233,9 @@ class PlainServeServer(SubprocessServer):
         self.max_batch_size = max_batch_size
 
     def command(self) -> list[str]:
-        cmd = [
-            sys.executable, "-m", "rayfront.benchmarks.targets.serve_plain",
-            "--model-path", str(self.model_path),
-            "--model-name", self.model,
-            "--host", HOST,
-            "--port", str(self.http_port),
-            "--device", self.device,
-            "--max-batch-size", str(self.max_batch_size),
-        ]  # fmt: skip
-        return [*cmd, "--tensorrt"] if self.tensorrt else cmd
+        return _model_server_command(
+            self, "serve_plain", "--max-batch-size", str(self.max_batch_size)
+        )
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("serve", "http", HOST, self.http_port)]
