@@ -348,7 +348,20 @@ def start_command(
     interval: str = typer.Option("30s", "--interval", help="Time per step, e.g. 30s, 2m."),
     max_error_rate: str = typer.Option("1%", "--max-error-rate", help="e.g. 1% or 0.01."),
     max_p99_ratio: float = typer.Option(1.2, "--max-p99-ratio", help="Canary/stable p99 limit."),
-    min_agreement: str = typer.Option("0", "--min-agreement", help="e.g. 0.98 or 98%; 0 = off."),
+    min_agreement: str = typer.Option(
+        "0.98",
+        "--min-agreement",
+        help="Shadow agreement the canary needs, e.g. 0.98 or 98%; 0 turns the gate off.",
+    ),
+    min_shadow_samples: int = typer.Option(
+        20, "--min-shadow-samples", min=1, help="Mirrored rows a step needs to judge agreement."
+    ),
+    agreement_atol: float = typer.Option(
+        1e-4, "--agreement-atol", min=0.0, help="Absolute tolerance for regression outputs."
+    ),
+    agreement_rtol: float = typer.Option(
+        1e-3, "--agreement-rtol", min=0.0, help="Relative tolerance for regression outputs."
+    ),
     min_requests: int = typer.Option(
         100, "--min-requests", min=1, help="Requests per step to judge."
     ),
@@ -397,6 +410,9 @@ def start_command(
         max_p99_ratio=max_p99_ratio,
         min_requests=min_requests,
         output_kind=output_kind,
+        min_shadow_samples=min_shadow_samples,
+        agreement_atol=agreement_atol,
+        agreement_rtol=agreement_rtol,
     )
     if stable is not None:
         plan["stable_version"] = stable.removeprefix("v")

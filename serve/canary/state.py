@@ -28,6 +28,7 @@ DecisionAction = Literal[
 OutputKind = Literal["classifier", "regression", "auto"]
 
 #: Mirrored share used when a plan checks agreement but names no shadow percent.
+DEFAULT_MIN_AGREEMENT = 0.98
 DEFAULT_SHADOW_PERCENT = 10.0
 #: Decisions kept per rollout; the oldest beyond this are dropped (the first is kept).
 MAX_HISTORY = 500
@@ -151,10 +152,14 @@ class RolloutPlan(_Doc):
         default=1.2, gt=0.0, description="Highest canary p99 / stable p99 latency ratio allowed."
     )
     min_agreement: float = Field(
-        default=0.0,
+        default=DEFAULT_MIN_AGREEMENT,
         ge=0.0,
         le=1.0,
-        description="Lowest output agreement (fraction of mirrored rows) allowed; 0 = not checked.",
+        description=(
+            "Lowest output agreement (fraction of mirrored rows) allowed; 0 = not checked. On by "
+            "default: a retrained model with the same signature and wrong weights passes every "
+            "latency and error gate, and only its answers give it away."
+        ),
     )
     min_requests: int = Field(
         default=100, ge=1, description="Canary requests a step needs before it can be judged."
@@ -196,7 +201,7 @@ class RolloutPlan(_Doc):
         # check without an explicit shadow percent mirrors a default share.
         if isinstance(data, dict) and data.get("shadow_percent") is None:
             data = {k: v for k, v in data.items() if k != "shadow_percent"}
-            agreement = data.get("min_agreement") or 0
+            agreement = data.get("min_agreement", DEFAULT_MIN_AGREEMENT)
             if isinstance(agreement, int | float) and agreement > 0:
                 data["shadow_percent"] = DEFAULT_SHADOW_PERCENT
         return data

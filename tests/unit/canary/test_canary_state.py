@@ -85,7 +85,13 @@ def test_rollout_plan_rejects_same_version_when_canary_equals_stable():
 
 def test_rollout_plan_defaults_shadow_when_agreement_checked_without_percent():
     assert _plan(min_agreement=0.98).shadow_percent == DEFAULT_SHADOW_PERCENT
-    assert _plan().shadow_percent == 0
+    assert _plan(min_agreement=0).shadow_percent == 0
+
+
+def test_rollout_plan_checks_agreement_by_default():
+    plan = _plan()
+    assert plan.min_agreement == 0.98  # the gate no other canary tool has, on by default
+    assert plan.shadow_percent == DEFAULT_SHADOW_PERCENT  # ...with the traffic it needs
 
 
 def test_rollout_plan_rejects_agreement_when_shadow_explicitly_off():
