@@ -88,6 +88,17 @@ def _options(env):
     return env.parsed_options
 
 
+def _http_version(resp) -> str:
+    """``model_version`` from a KServe v2 answer (binary: its JSON header part only)."""
+    body = resp.content or b""
+    length = resp.headers.get(wire.HEADER_LENGTH)
+    try:
+        head = body[: int(length)] if length else body
+        return str(orjson.loads(head).get("model_version") or "?")
+    except (ValueError, orjson.JSONDecodeError):
+        return "?"
+
+
 class KServeHttpUser(FastHttpUser):
     """POST /v2/models/{model}[/versions/{v}]/infer with Triton's binary tensor extension."""
 
@@ -118,11 +129,15 @@ class KServeHttpUser(FastHttpUser):
 
     @task
     def infer(self):
+        # Named after the version that answered, so a load test during a canary shows each
+        # version's rate and latency; the request is named once its answer is read.
         with self.client.post(
             self.path, data=self.body, headers=self.headers, name=self.name, catch_response=True
         ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
+                return
+            resp.request_meta["name"] = f"{self.name} v{_http_version(resp)}"
 
 
 class KServeGrpcUser(User):
@@ -178,10 +193,13 @@ class KServeGrpcUser(User):
 
     @task
     def infer(self):
+        from tritonclient.grpc import service_pb2
+
         start = time.perf_counter()
         try:
             answer = self.infer_call(self.payload, timeout=30)
         except grpc.RpcError as err:
             self._report(self.name, start, 0, err)
             return
-        self._report(self.name, start, len(answer), None)
+        version = service_pb2.ModelInferResponse.FromString(answer).model_version
+        self._report(f"{self.name} v{version or '?'}", start, len(answer), None)
