@@ -16,7 +16,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 import yaml
 from hostile import assert_still_right
 from load_run import LoadRun
-from serving_harness import Server, start_server, stop_server
+from serving_harness import Server, descendants, start_server, stop_server
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -46,15 +45,24 @@ def _server(model_repository: Path, tmp_path: Path, **settings: object) -> Serve
     return start_server(repo, tmp_path / "serve.log", "--config", str(config))
 
 
-def _pids(pattern: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def _pids(server: Server, pattern: str) -> list[int]:
+    """This server's processes whose command line contains ``pattern`` (another server,
+    such as the suite's shared one, may run replicas of the same name)."""
+    found = []
+    for pid in sorted(descendants(server.proc.pid)):
+        try:
+            with open(f"/proc/{pid}/cmdline") as f:
+                if pattern in f.read().replace("\0", " "):
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
-def _wait_pids(pattern: str, n: int, timeout_s: float = 60.0) -> list[int]:
+def _wait_pids(server: Server, pattern: str, n: int, timeout_s: float = 60.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        pids = _pids(pattern)
+        pids = _pids(server, pattern)
         if len(pids) >= n:
             return pids
         time.sleep(0.5)
@@ -85,7 +93,7 @@ def _run_with_fault(server: Server, session, fault, label: str, run_s: float = R
 def test_killed_model_replica_loses_no_request(model_repository, ort_sessions, tmp_path):
     server = _server(model_repository, tmp_path)
     try:
-        (pid,) = _wait_pids(REPLICA, 1)
+        (pid,) = _wait_pids(server, REPLICA, 1)
         _run_with_fault(
             server, ort_sessions["digits"], lambda: os.kill(pid, signal.SIGKILL), "kill replica"
         )
@@ -97,7 +105,7 @@ def test_killed_model_replica_loses_no_request(model_repository, ort_sessions, t
 def test_killed_ingress_process_clients_reach_its_sibling(model_repository, ort_sessions, tmp_path):
     server = _server(model_repository, tmp_path, gateway_replicas=2)
     try:
-        pids = _wait_pids(GATEWAY, 2)
+        pids = _wait_pids(server, GATEWAY, 2)
         summary = _run_with_fault(
             server,
             ort_sessions["digits"],
@@ -114,8 +122,8 @@ def test_killed_ingress_process_clients_reach_its_sibling(model_repository, ort_
 def test_killed_controller_leaves_data_plane_serving(model_repository, ort_sessions, tmp_path):
     server = _server(model_repository, tmp_path)
     try:
-        gateways = _wait_pids(GATEWAY, 1)
-        (controller,) = _wait_pids(CONTROLLER, 1)
+        gateways = _wait_pids(server, GATEWAY, 1)
+        (controller,) = _wait_pids(server, CONTROLLER, 1)
         summary = _run_with_fault(
             server,
             ort_sessions["digits"],
@@ -125,8 +133,8 @@ def test_killed_controller_leaves_data_plane_serving(model_repository, ort_sessi
         # Requests never pass through the controller: nothing may fail, and the recovered
         # controller must not replace the running gateway.
         assert summary["refused"] == 0, summary
-        assert _pids(CONTROLLER) and _pids(CONTROLLER) != [controller]
-        assert _pids(GATEWAY) == gateways
+        assert _pids(server, CONTROLLER) and _pids(server, CONTROLLER) != [controller]
+        assert _pids(server, GATEWAY) == gateways
         assert_still_right(server, ort_sessions["digits"])
     finally:
         stop_server(server)
@@ -134,8 +142,9 @@ def test_killed_controller_leaves_data_plane_serving(model_repository, ort_sessi
 
 def test_hung_replica_is_replaced_and_no_request_hangs(model_repository, ort_sessions, tmp_path):
     server = _server(model_repository, tmp_path)
+    pid = 0
     try:
-        (pid,) = _wait_pids(REPLICA, 1)
+        (pid,) = _wait_pids(server, REPLICA, 1)
         # Serve's health check (every 5 s, 10 s timeout) finds it and starts a new one.
         _run_with_fault(
             server,
@@ -146,9 +155,10 @@ def test_hung_replica_is_replaced_and_no_request_hangs(model_repository, ort_ses
         )
         # Ray cannot end a stopped process gracefully, so it may linger until Serve's
         # force-kill; what matters is that a replacement serves and the hung one gets none.
-        assert [p for p in _pids(REPLICA) if p != pid], "no replacement replica started"
+        assert [p for p in _pids(server, REPLICA) if p != pid], "no replacement replica started"
         assert_still_right(server, ort_sessions["digits"])
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         stop_server(server)

@@ -10,30 +10,36 @@ from __future__ import annotations
 
 import concurrent.futures
 import shutil
-import subprocess
 import time
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import yaml
-from serving_harness import start_server, stop_server
+from serving_harness import Server, descendants, start_server, stop_server
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
 
 REPLICA = "ServeReplica:rayfront--digits--v1:ModelVersion"
 
 
-def _replicas() -> int:
-    out = subprocess.run(["pgrep", "-f", REPLICA], capture_output=True, text=True).stdout
-    return len(out.split())
+def _replicas(server: Server) -> int:
+    """This server's digits replicas (the suite's shared server has one of its own)."""
+    count = 0
+    for pid in descendants(server.proc.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline") as f:
+                count += REPLICA in f.read()
+        except OSError:
+            continue
+    return count
 
 
-def _wait_replicas(n: int, timeout_s: float) -> float:
+def _wait_replicas(server: Server, n: int, timeout_s: float) -> float:
     start = time.monotonic()
-    while _replicas() != n:
+    while _replicas(server) != n:
         if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"expected {n} digits replicas, have {_replicas()}")
+            raise AssertionError(f"expected {n} digits replicas, have {_replicas(server)}")
         time.sleep(0.5)
     return time.monotonic() - start
 
@@ -70,7 +76,7 @@ def test_version_scaled_to_zero_wakes_on_request_and_sleeps_when_idle(
     session = ort_sessions["digits"]
     try:
         client = httpclient.InferenceServerClient(server.http_url)
-        assert _replicas() == 0
+        assert _replicas(server) == 0
         assert client.is_model_ready("digits")  # ready to take requests: it wakes on one
 
         for round_ in range(2):
@@ -81,8 +87,8 @@ def test_version_scaled_to_zero_wakes_on_request_and_sleeps_when_idle(
             for x, got in answers:
                 want = session.run(["logits"], {"pixels": x})[0]
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-            assert _replicas() == 1
-            slept_s = _wait_replicas(0, timeout_s=90)
+            assert _replicas(server) == 1
+            slept_s = _wait_replicas(server, 0, timeout_s=90)
             print(
                 f"\nround {round_}: woke and answered 8 in {woke_s:.1f}s, back to 0 in {slept_s:.1f}s"
             )
