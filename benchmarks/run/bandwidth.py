@@ -58,11 +58,9 @@ class IngressOptions:
 
 def build_repository(root: Path) -> Path:
     """The nearly free model, as ONNX in a one-model Triton repository; returns its file."""
-    import onnx
     from onnx import TensorProto, helper
 
-    from rayfront.repository.sidecar import Provenance
-    from rayfront.repository.writer import write_version
+    from rayfront.benchmarks.run.bench_models import add_onnx_version
     from rayfront.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
 
     graph = helper.make_graph(
@@ -79,12 +77,6 @@ def build_repository(root: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", SHAPE[0]])],
         initializer=[helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root.parent / "ingress.onnx"
-    onnx.save(model, str(path))
     spec = ModelSpec(
         name=MODEL,
         platform="onnxruntime_onnx",
@@ -96,13 +88,7 @@ def build_repository(root: Path) -> Path:
         ),
         instance_groups=(InstanceGroup(kind="KIND_CPU", count=1),),
     )
-    prov = Provenance(
-        source="rayfront.benchmarks.run.bandwidth:build_repository",
-        created_at=dt.datetime.now(dt.UTC),
-        exporter="external",
-    )
-    write_version(root, spec, {"model.onnx": path}, prov)
-    return root / MODEL / "1" / "model.onnx"
+    return add_onnx_version(root, graph, spec, "rayfront.benchmarks.run.bandwidth:build_repository")
 
 
 def measure_memcpy(secs: float) -> dict[str, Any]:

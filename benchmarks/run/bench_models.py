@@ -307,3 +307,26 @@ def make_variant(
     )
     (dst_dir / "config.pbtxt").write_text(render_config(new), encoding="utf-8")
     return dst_dir
+
+
+def add_onnx_version(root: Path, graph: object, spec: object, source: str) -> Path:
+    """Write ``graph`` (an ONNX GraphProto, opset 18) as a new version of ``spec``'s model
+    in the repository at ``root``; returns the version's model file."""
+    import datetime as dt
+
+    import onnx
+    from onnx import helper
+
+    from rayfront.repository.sidecar import Provenance
+    from rayfront.repository.writer import write_version
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    root.mkdir(parents=True, exist_ok=True)
+    name = spec.name  # type: ignore[attr-defined]
+    path = root.parent / f"{name}.onnx"
+    onnx.save(model, str(path))
+    prov = Provenance(source=source, created_at=dt.datetime.now(dt.UTC), exporter="external")
+    version_dir = write_version(root, spec, {"model.onnx": path}, prov)  # type: ignore[arg-type]
+    return Path(version_dir) / "model.onnx"

@@ -58,11 +58,9 @@ class SoakOptions:
 
 def build_repository(root: Path) -> Path:
     """A one-model repository: ``y = 2 * x`` over ``x[batch, 16]`` FP32, batched."""
-    import onnx
     from onnx import TensorProto, helper
 
-    from rayfront.repository.sidecar import Provenance
-    from rayfront.repository.writer import write_version
+    from rayfront.benchmarks.run.bench_models import add_onnx_version
     from rayfront.spec import DynamicBatching, ModelSpec, TensorSpec
 
     graph = helper.make_graph(
@@ -72,12 +70,6 @@ def build_repository(root: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", WIDTH])],
         initializer=[helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root.parent / f"{MODEL}.onnx"
-    onnx.save(model, str(path))
     spec = ModelSpec(
         name=MODEL,
         platform="onnxruntime_onnx",
@@ -86,12 +78,7 @@ def build_repository(root: Path) -> Path:
         outputs=(TensorSpec(name="y", datatype="FP32", dims=(WIDTH,)),),
         dynamic_batching=DynamicBatching(max_queue_delay_microseconds=500),
     )
-    prov = Provenance(
-        source="rayfront.benchmarks.run.soak:build_repository",
-        created_at=dt.datetime.now(dt.UTC),
-        exporter="external",
-    )
-    write_version(root, spec, {"model.onnx": path}, prov)
+    add_onnx_version(root, graph, spec, "rayfront.benchmarks.run.soak:build_repository")
     return root
 
 
