@@ -244,15 +244,14 @@ SHUTDOWN_DEADLINE_S = 60.0
 
 def _wait_until_running(app_name: str, stop: threading.Event) -> bool:
     """Wait for the gateway application to run; False if ``stop`` was set first."""
-    from ray import serve
+    from rayfront.deploy.ray_loader import _serve_status
 
     while not stop.wait(0.5):
-        app = serve.status().applications.get(app_name)
-        status = str(getattr(getattr(app, "status", None), "value", getattr(app, "status", "")))
-        if status == "RUNNING":
+        app = (_serve_status() or {}).get(app_name)
+        if app is not None and app["status"] == "RUNNING":
             return True
-        if status == "DEPLOY_FAILED":
-            raise RayfrontError(f"the gateway failed to start: {app.message}")  # type: ignore[union-attr]
+        if app is not None and app["status"] == "DEPLOY_FAILED":
+            raise RayfrontError(f"the gateway failed to start: {app['message']}")
     return False
 
 
