@@ -15,7 +15,9 @@ on a GPU) buffer (:mod:`rayfront.runtimes.instances`); :func:`collating` adapts 
 * With a free execution slot, a batch leaves at once unless waiting can help: only when
   other work is outstanding *and* the recent arrival rate would fill the next preferred
   size before the oldest request has waited ``max_queue_delay_microseconds``. A lone
-  request at low load therefore never pays the delay.
+  request at low load therefore never pays the delay. The config parameter
+  ``rayfront.batch_wait: full`` restores Triton's rule instead: a batch short of a
+  preferred size always waits out the delay (deterministic batches, at a latency cost).
 * With every slot busy, requests accumulate, which batches naturally under load.
 * Higher priority (lower number, Triton semantics) first, oldest first within a level.
 * Per-request timeouts (Triton queue policy) fail a request that is still queued with
@@ -53,10 +55,16 @@ from rayfront.errors import (
     UnavailableError,
 )
 from rayfront.metrics import InferenceRecorder
+from rayfront.params import param_choice
 from rayfront.spec import ModelSpec, QueuePolicy
 from rayfront.tensors import TensorDict, as_array
 
 logger = logging.getLogger(__name__)
+
+#: config.pbtxt parameter: ``adaptive`` (default; wait only when it can fill a batch) or
+#: ``full`` (Triton's rule: a short batch waits out ``max_queue_delay_microseconds``).
+PARAM_BATCH_WAIT = "rayfront.batch_wait"
+BATCH_WAITS = ("adaptive", "full")
 
 Execute = Callable[[TensorDict], Awaitable[TensorDict]]
 #: Runs one batch given as its requests' inputs; returns one output dict per request.
@@ -273,6 +281,7 @@ class DynamicBatcher:
         self._max_rows = spec.max_batch_size
         self._preferred = tuple(p for p in db.preferred_batch_size if p <= self._max_rows)
         self._delay_s = db.max_queue_delay_microseconds / 1e6
+        self._wait_full = param_choice(spec, PARAM_BATCH_WAIT, BATCH_WAITS, "adaptive") == "full"
         self._levels = max(1, db.priority_levels)
         self._max_queue = db.default_queue_policy.max_queue_size
         # Per group key: one deque per priority level (index 0 = highest priority).
@@ -552,6 +561,8 @@ class DynamicBatcher:
         remaining = head.enqueued + self._delay_s - now
         if remaining <= 0:
             return 0.0
+        if self._wait_full:
+            return remaining
         # Waiting helps only if others are sending too (work outstanding beyond the head)
         # and they arrive fast enough to reach the next preferred size in time.
         if self._inflight == 0 and self._depth <= 1:

@@ -110,6 +110,7 @@ class Gateway:
     async def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = ServerSettings.model_validate(settings)
         s = self.settings
+        self._loop = asyncio.get_running_loop()
         self._background: list[asyncio.Task[None]] = []
         self.loader: RayModelLoader | None = None
 
@@ -172,12 +173,20 @@ class Gateway:
     # --- canary callbacks ----------------------------------------------------------------
 
     def _on_retire(self, model: str, version: str, after_s: float) -> None:
+        """Schedule the retirement on the gateway's loop.
+
+        The canary controller judges in a worker thread (``asyncio.to_thread``), where there
+        is no running loop: the callback hops to the loop the gateway was built on.
+        """
+
         async def retire() -> None:
             await asyncio.sleep(after_s)
             await self.ingress.registry.retire_version(model, version)
 
-        task = asyncio.get_running_loop().create_task(retire())
-        self._background.append(task)
+        def start() -> None:
+            self._background.append(self._loop.create_task(retire()))
+
+        self._loop.call_soon_threadsafe(start)
 
     # --- background loops ------------------------------------------------------------------
 

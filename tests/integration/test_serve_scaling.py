@@ -70,6 +70,7 @@ def _server(
     max_batch: int,
     delay_us: int,
     preferred: tuple[int, ...],
+    parameters: dict[str, str] | None = None,
     **settings: object,
 ) -> Server:
     """A server of its own on a copy of the digits model with this batching."""
@@ -83,6 +84,7 @@ def _server(
             "dynamic_batching": DynamicBatching(
                 preferred_batch_size=preferred, max_queue_delay_microseconds=delay_us
             ),
+            "parameters": {**spec.parameters, **(parameters or {})},
         }
     )
     (repo / "digits" / "config.pbtxt").write_text(render_config(spec))
@@ -111,14 +113,18 @@ def _infer(url: str, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_batches_fill_across_ingress_processes_when_they_share_the_port(
     model_repository, ort_sessions, tmp_path
 ):
-    # One replica, a long batching window (2 s) and a preferred size of 8: eight single-row
-    # requests fill one batch however the kernel spreads their connections.
+    # One replica, a long batching window (2 s), a preferred size of 8 and Triton's waiting
+    # rule (a short batch waits out the window): eight single-row requests fill one batch
+    # however the kernel spreads their connections. The adaptive rule would let a request
+    # that finds the replica idle leave alone, which on a loaded CI host splits the eight
+    # into 4-8 executions and says nothing about where batching lives.
     server = _server(
         model_repository,
         tmp_path,
         max_batch=8,
         delay_us=2_000_000,
         preferred=(8,),
+        parameters={"rayfront.batch_wait": "full"},
         gateway_replicas=2,
     )
     try:

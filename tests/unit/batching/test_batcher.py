@@ -180,6 +180,35 @@ def test_batcher_dispatches_lone_request_immediately_when_queue_is_empty():
     assert max(latencies) < 0.5, latencies  # well under the 2 s queue delay
 
 
+def test_batcher_waits_out_the_delay_for_lone_request_when_batch_wait_is_full():
+    async def main() -> tuple[FakeModel, float]:
+        model = FakeModel()
+        spec = make_spec(preferred=(8,), delay_us=300_000)
+        spec = spec.model_copy(update={"parameters": {"rayfront.batch_wait": "full"}})
+        batcher = DynamicBatcher(spec, model)
+        start = time.perf_counter()
+        first = asyncio.ensure_future(batcher.submit(x_of(0)))
+        await asyncio.sleep(0.05)
+        # Arrives inside the window that Triton's rule keeps open: same batch.
+        second = await batcher.submit(x_of(1))
+        await first
+        np.testing.assert_array_equal(second["y"], x_of(1)["x"] * 2 + 1)
+        return model, time.perf_counter() - start
+
+    model, elapsed = run(main())
+    assert model.rows == [2]
+    assert elapsed >= 0.25, elapsed
+
+
+def test_batcher_refuses_unknown_batch_wait_when_built():
+    spec = make_spec(preferred=(8,), delay_us=1000)
+    spec = spec.model_copy(update={"parameters": {"rayfront.batch_wait": "sometimes"}})
+    with pytest.raises(
+        Exception, match=r"'rayfront.batch_wait' is 'sometimes'; expected one of adaptive, full"
+    ):
+        DynamicBatcher(spec, FakeModel())
+
+
 def test_batcher_waits_for_preferred_size_when_arrivals_are_fast():
     t = [0.0]
 

@@ -64,3 +64,44 @@ def test_autoscaling_config_with_policy_survives_yaml_when_printed(tmp_path: Pat
     opts = version_options(ServerSettings(repository=tmp_path), _spec())
     loaded = yaml.safe_load(yaml.safe_dump(opts["autoscaling_config"]))
     assert AutoscalingConfig(**loaded).policy.policy_function == POLICY_PATH
+
+
+def test_gateway_retire_callback_schedules_on_its_loop_when_called_from_a_thread():
+    """The canary controller judges in a worker thread; a promotion's retirement must still
+    run (``asyncio.get_running_loop()`` there raised and the old version kept its replicas)."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from rayfront.deploy.gateway import Gateway
+
+    retired: list[tuple[str, str]] = []
+
+    class Registry:
+        async def retire_version(self, model: str, version: str) -> None:
+            retired.append((model, version))
+
+    async def scenario() -> None:
+        gw = Gateway.__new__(Gateway)
+        gw._loop = asyncio.get_running_loop()
+        gw._background = []
+        gw.ingress = SimpleNamespace(registry=Registry())
+        errors: list[BaseException] = []
+
+        def judge() -> None:
+            try:
+                gw._on_retire("digits", "1", 0.0)
+            except BaseException as exc:  # pragma: no cover - the bug this test guards
+                errors.append(exc)
+
+        thread = threading.Thread(target=judge)
+        thread.start()
+        thread.join()
+        assert errors == []
+        for _ in range(100):
+            if retired:
+                break
+            await asyncio.sleep(0.01)
+        assert retired == [("digits", "1")]
+
+    asyncio.run(scenario())
