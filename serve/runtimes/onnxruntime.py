@@ -20,6 +20,9 @@ config's ``parameters`` (Triton's ONNX Runtime backend names where it has them):
 ``tensorrt_ep``                    bool, default true: try the TensorRT EP first on GPU
 ``tensorrt_fp16``                  bool, default false: let the TensorRT EP use FP16
 ``tensorrt_cache_path``            directory for the TensorRT EP's engine cache (off if unset)
+``io_binding``                     bool, default true: on a GPU, run on the pinned pipeline
+                                   with IO binding on its device buffers
+                                   (:mod:`rayfront.runtimes.ort_device`); false = ``run``
 ``session.*``                      passed verbatim to ``SessionOptions.add_session_config_entry``
 =================================  =========================================================
 
@@ -29,8 +32,9 @@ onnxruntime is imported only when a model is loaded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,6 +54,8 @@ from rayfront.spec import PLATFORM_ONNX, ModelSpec
 from rayfront.tensors import TensorDict
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 TENSORRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
@@ -86,6 +92,9 @@ class OrtOptions(BaseModel):
     tensorrt_ep: bool = Field(default=True, description="Try the TensorRT EP first on GPU.")
     tensorrt_fp16: bool = Field(default=False, description="TensorRT EP may use FP16.")
     tensorrt_cache_path: str = Field(default="", description="TensorRT EP engine cache dir.")
+    io_binding: bool = Field(
+        default=True, description="On a GPU, IO binding on the pinned pipeline's buffers."
+    )
     config_entries: dict[str, str] = Field(
         default_factory=dict, description="`session.*` parameters, passed verbatim."
     )
@@ -115,6 +124,7 @@ class OrtOptions(BaseModel):
             tensorrt_ep=param_bool(spec, "tensorrt_ep", True),
             tensorrt_fp16=param_bool(spec, "tensorrt_fp16", False),
             tensorrt_cache_path=spec.parameters.get("tensorrt_cache_path", ""),
+            io_binding=param_bool(spec, "io_binding", True),
             config_entries={k: v for k, v in spec.parameters.items() if k.startswith("session.")},
         )
 
@@ -222,10 +232,12 @@ class OnnxRuntime(Runtime):
         *,
         device: str,
         options: OrtOptions,
+        device_index: int = 0,
     ) -> None:
         super().__init__(spec, version_dir)
         self._session = session
         self._device = device
+        self._device_index = device_index
         self._options = options
         self._output_names = [t.name for t in spec.outputs]
         self._input_dtypes = {t.name: to_numpy(t.datatype) for t in spec.inputs}
@@ -275,23 +287,45 @@ class OnnxRuntime(Runtime):
                     "set parameter allow_cpu_fallback=true"
                 )
             device = "CPU"
-        runtime = cls(spec, version_dir, session, device=device, options=options)
+        runtime = cls(
+            spec, version_dir, session, device=device, options=options, device_index=device_index
+        )
         logger.info("%s: loaded %s with %s", label, path.name, ", ".join(session.get_providers()))
         return runtime
 
-    def infer(self, inputs: TensorDict) -> TensorDict:
-        unknown = [n for n in inputs if n not in self._input_dtypes]
+    @property
+    def session(self) -> Any:
+        """The ``onnxruntime.InferenceSession`` (thread-safe ``run``)."""
+        return self._session
+
+    def check_inputs(self, names: Iterable[str]) -> None:
+        """Refuse unknown names and missing required inputs, naming them."""
+        names = set(names)
+        unknown = sorted(n for n in names if n not in self._input_dtypes)
         if unknown:
             raise InvalidArgumentError(
                 f"model {self.spec.name!r} has no input {unknown[0]!r}; expected "
                 f"{', '.join(self._input_dtypes)}"
             )
-        missing = [n for n in self._required if n not in inputs]
+        missing = [n for n in self._required if n not in names]
         if missing:
             raise InvalidArgumentError(
                 f"model {self.spec.name!r}: missing required input(s) "
                 f"{', '.join(map(repr, missing))}"
             )
+
+    def run_guarded(self, call: Callable[[], _T]) -> _T:
+        """Run an ORT call; its errors become one-line InvalidArgument / Internal errors."""
+        try:
+            return call()
+        except self._errors as exc:
+            message = f"model {self.spec.name!r}: ONNX Runtime failed: {short_error(exc)}"
+            if self._invalid_argument is not None and isinstance(exc, self._invalid_argument):
+                raise InvalidArgumentError(message) from None
+            raise InternalError(message) from None
+
+    def infer(self, inputs: TensorDict) -> TensorDict:
+        self.check_inputs(inputs)
         feed: dict[str, np.ndarray] = {}
         for name, arr in inputs.items():
             dtype = self._input_dtypes[name]
@@ -300,17 +334,33 @@ class OnnxRuntime(Runtime):
             else:
                 # No copy when the array already has the dtype and is C-contiguous.
                 feed[name] = np.ascontiguousarray(arr, dtype=dtype)
-        try:
-            results = self._session.run(self._output_names, feed)
-        except self._errors as exc:
-            message = f"model {self.spec.name!r}: ONNX Runtime failed: {short_error(exc)}"
-            if self._invalid_argument is not None and isinstance(exc, self._invalid_argument):
-                raise InvalidArgumentError(message) from None
-            raise InternalError(message) from None
+        results = self.run_guarded(lambda: self._session.run(self._output_names, feed))
         return {
             name: _from_ort_strings(out) if name in self._string_outputs else out
             for name, out in zip(self._output_names, results, strict=True)
         }
+
+    def device_program(self) -> tuple[Any, str] | None:
+        """IO binding on the pinned pipeline when the session runs on a GPU (and torch,
+        the pipeline's device library, sees CUDA); None runs ``infer`` on the host path."""
+        if self._device != "GPU" or not self._options.io_binding:
+            return None
+        if any(t.datatype == "BYTES" for t in (*self.spec.inputs, *self.spec.outputs)):
+            return None
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is None or not torch.cuda.is_available():
+            logger.warning(
+                "model %s: ONNX Runtime runs on a GPU but torch sees no CUDA; the pinned "
+                "pipeline is off (batches go through session.run)",
+                self.spec.name,
+            )
+            return None
+        from rayfront.runtimes.ort_device import OrtProgram
+
+        return OrtProgram(self, "cuda", self._device_index), f"cuda:{self._device_index}"
 
     def describe(self) -> dict[str, str]:
         return {
@@ -320,6 +370,7 @@ class OnnxRuntime(Runtime):
             "providers": ", ".join(self._session.get_providers()) if self._session else "",
             "intra_op_threads": str(self._options.intra_op_threads),
             "allow_spinning": str(self._options.allow_spinning).lower(),
+            "io_binding": str(self._device == "GPU" and self._options.io_binding).lower(),
         }
 
     def close(self) -> None:
