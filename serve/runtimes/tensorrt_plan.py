@@ -6,7 +6,11 @@ loading first reads the version's ``rayfront.json`` stamp and refuses a mismatch
 (:func:`check_plan_compatible`, pure). Each batch picks the optimization profile whose
 range holds its shapes (:func:`select_profile`, pure), sets the input shapes, copies the
 inputs through pinned host memory on a private CUDA stream, runs ``execute_async_v3`` and
-copies the outputs back the same way.
+copies the outputs back the same way. Served with dynamic batching, each execution
+instance instead runs as a :class:`TrtProgram` on the pinned pipeline
+(:mod:`~rayfront.runtimes.device_pipeline`): the plan is enqueued on the pipeline's
+compute stream with the addresses of its device buffers, and ``fork`` gives every
+instance its own execution context.
 
 Device buffers are torch CUDA tensors (torch's caching allocators make per-call buffers
 cheap and keep pinned blocks alive until their asynchronous copies finish). tensorrt and
@@ -275,6 +279,52 @@ class TensorRTRuntime(Runtime):
                 f"{label}: model.plan does not match config.pbtxt: " + "; ".join(problems)
             )
 
+    def _enqueue(self, device_inputs: dict[str, Any], stream: int) -> dict[str, Any]:
+        """Bind device inputs and fresh device outputs, enqueue the plan on ``stream``.
+
+        The one place the context is driven, for :meth:`infer` and for the pipeline's
+        :class:`TrtProgram`; the caller holds the context (``_lock`` or its own instance).
+        """
+        torch = self._torch
+        missing = [n for n in self._inputs if n not in device_inputs]
+        if missing:
+            raise InvalidArgumentError(
+                f"model {self.spec.name!r}: missing input(s) {', '.join(map(repr, missing))}"
+            )
+        shapes = {n: tuple(device_inputs[n].shape) for n in self._inputs}
+        profile = select_profile(self._profiles, shapes, model=self.spec.name)
+        if profile != self._active_profile:
+            if not self._context.set_optimization_profile_async(profile, stream):
+                raise InternalError(
+                    f"model {self.spec.name!r}: TensorRT refused optimization profile {profile}"
+                )
+            self._active_profile = profile
+        for name in self._inputs:
+            tensor = device_inputs[name]
+            if not self._context.set_input_shape(name, shapes[name]):
+                raise InvalidArgumentError(
+                    f"input {name!r} of model {self.spec.name!r}: TensorRT rejected shape "
+                    f"{list(shapes[name])}"
+                )
+            self._context.set_tensor_address(name, tensor.data_ptr())
+        outputs: dict[str, Any] = {}
+        for name in self._outputs:
+            shape = tuple(self._context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise InternalError(
+                    f"model {self.spec.name!r}: output {name!r} has a data-dependent shape "
+                    f"{list(shape)}, which this runtime does not support"
+                )
+            out = torch.empty(shape, dtype=self._torch_dtypes[name], device=self._device)
+            self._context.set_tensor_address(name, out.data_ptr())
+            outputs[name] = out
+        if not self._context.execute_async_v3(stream):
+            raise InternalError(
+                f"model {self.spec.name!r}: TensorRT execute_async_v3 reported failure"
+            )
+        # Only the declared outputs go back to clients (every one needed an address).
+        return {t.name: outputs[t.name] for t in self.spec.outputs}
+
     def infer(self, inputs: TensorDict) -> TensorDict:
         torch = self._torch
         missing = [n for n in self._inputs if n not in inputs]
@@ -282,17 +332,9 @@ class TensorRTRuntime(Runtime):
             raise InvalidArgumentError(
                 f"model {self.spec.name!r}: missing input(s) {', '.join(map(repr, missing))}"
             )
-        shapes = {n: tuple(inputs[n].shape) for n in self._inputs}
-        profile = select_profile(self._profiles, shapes, model=self.spec.name)
         with self._lock, torch.cuda.stream(self._stream):
-            stream = self._stream.cuda_stream
-            if profile != self._active_profile:
-                if not self._context.set_optimization_profile_async(profile, stream):
-                    raise InternalError(
-                        f"model {self.spec.name!r}: TensorRT refused optimization profile {profile}"
-                    )
-                self._active_profile = profile
             keep = []  # buffers must live until the stream has finished with them
+            device_inputs: dict[str, Any] = {}
             for name in self._inputs:
                 arr = inputs[name]
                 dtype = self._torch_dtypes[name]
@@ -302,40 +344,37 @@ class TensorRTRuntime(Runtime):
                 pinned.numpy()[...] = arr
                 device = torch.empty(arr.shape, dtype=dtype, device=self._device)
                 device.copy_(pinned, non_blocking=True)
-                if not self._context.set_input_shape(name, tuple(arr.shape)):
-                    raise InvalidArgumentError(
-                        f"input {name!r} of model {self.spec.name!r}: TensorRT rejected shape "
-                        f"{list(arr.shape)}"
-                    )
-                self._context.set_tensor_address(name, device.data_ptr())
+                device_inputs[name] = device
                 keep.append(pinned)
-                keep.append(device)
-            outputs: dict[str, Any] = {}
-            for name in self._outputs:
-                shape = tuple(self._context.get_tensor_shape(name))
-                if any(d < 0 for d in shape):
-                    raise InternalError(
-                        f"model {self.spec.name!r}: output {name!r} has a data-dependent shape "
-                        f"{list(shape)}, which this runtime does not support"
-                    )
-                out = torch.empty(shape, dtype=self._torch_dtypes[name], device=self._device)
-                self._context.set_tensor_address(name, out.data_ptr())
-                outputs[name] = out
-            if not self._context.execute_async_v3(stream):
-                raise InternalError(
-                    f"model {self.spec.name!r}: TensorRT execute_async_v3 reported failure"
-                )
+            outputs = self._enqueue(device_inputs, self._stream.cuda_stream)
             results: dict[str, np.ndarray] = {}
-            copies = []
-            for t in self.spec.outputs:
-                out = outputs[t.name]
+            for name, out in outputs.items():
                 pinned = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
                 pinned.copy_(out, non_blocking=True)
-                copies.append(pinned)
-                results[t.name] = pinned.numpy()
+                keep.append(pinned)
+                results[name] = pinned.numpy()
             self._stream.synchronize()
-            del keep, copies
+            del keep, device_inputs, outputs
         return results
+
+    def device_program(self) -> tuple[TrtProgram, str] | None:
+        """This instance's context on the pinned pipeline (its compute stream)."""
+        if self.spec.max_batch_size < 1:
+            return None
+        return TrtProgram(self), str(self._device)
+
+    def fork(self) -> TensorRTRuntime:
+        """Another execution instance: the same engine, its own context (a context holds
+        one batch's activations, so instances must not share one)."""
+        return type(self)(
+            self.spec,
+            self.version_dir,
+            trt=self._trt,
+            runtime=self._runtime,
+            engine=self._engine,
+            device=self._device,
+            host_facts=self._host_facts,
+        )
 
     def describe(self) -> dict[str, str]:
         trt_version, capability, gpu = self._host_facts
@@ -351,3 +390,21 @@ class TensorRTRuntime(Runtime):
         self._context = None
         self._engine = None
         self._runtime = None
+
+
+class TrtProgram:
+    """A plan's execution context as a :class:`~rayfront.runtimes.device_pipeline.DeviceProgram`.
+
+    The pipeline calls ``forward`` on its launcher thread inside its compute stream, after
+    the batch's copy-in event: the plan is enqueued on that same stream, so it starts
+    once the inputs have landed and the pipeline's D2H copy waits for it, with no host
+    synchronisation. One launcher per instance drives the context, so no lock is needed.
+    """
+
+    def __init__(self, runtime: TensorRTRuntime) -> None:
+        self.runtime = runtime
+
+    def forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        torch = self.runtime._torch
+        stream = torch.cuda.current_stream(self.runtime._device).cuda_stream
+        return self.runtime._enqueue(inputs, stream)

@@ -182,3 +182,112 @@ def test_tensorrt_runtime_rejects_batch_when_outside_profile(tmp_path):
     runtime = load_runtime(linear_spec(platform="tensorrt_plan", kind="KIND_GPU"), vdir)
     with pytest.raises(InvalidArgumentError, match="outside every TensorRT optimization profile"):
         runtime.infer({"x": np.ones((9, 4), np.float32)})
+
+
+class _FakeContext:
+    """Records how the runtime drives a TensorRT execution context."""
+
+    def __init__(self, out_rows_from: str = "x") -> None:
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+        self.profiles: list[int] = []
+        self.streams: list[int] = []
+
+    def set_optimization_profile_async(self, profile: int, stream: int) -> bool:
+        self.profiles.append(profile)
+        return True
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shapes[name] = shape
+        return True
+
+    def set_tensor_address(self, name: str, ptr: int) -> None:
+        self.addresses[name] = ptr
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return (self.shapes["x"][0], 3)
+
+    def execute_async_v3(self, stream: int) -> bool:
+        self.streams.append(stream)
+        return True
+
+
+def _fake_trt_runtime() -> tuple[TensorRTRuntime, _FakeContext]:
+    torch = pytest.importorskip("torch")
+    rt = TensorRTRuntime.__new__(TensorRTRuntime)
+    rt.spec = linear_spec(platform="tensorrt_plan", kind="KIND_GPU", outputs=("y",))
+    rt._torch = torch
+    rt._device = torch.device("cpu")
+    rt._context = ctx = _FakeContext()
+    rt._inputs = ["x"]
+    rt._outputs = ["y", "aux"]  # an engine output the config does not list
+    rt._torch_dtypes = {"x": torch.float32, "y": torch.float32, "aux": torch.float32}
+    rt._profiles = [
+        {"x": {"min": [1, 4], "opt": [4, 4], "max": [4, 4]}},
+        {"x": {"min": [5, 4], "opt": [8, 4], "max": [8, 4]}},
+    ]
+    rt._active_profile = 0
+    return rt, ctx
+
+
+def test_tensorrt_enqueue_binds_inputs_in_place_and_declared_outputs_when_batch_arrives():
+    import torch
+
+    rt, ctx = _fake_trt_runtime()
+    x = torch.zeros((3, 4))
+    out = rt._enqueue({"x": x}, stream=1234)
+    # The plan reads the pipeline's device buffer itself: no staging copy in between.
+    assert ctx.addresses["x"] == x.data_ptr()
+    assert ctx.shapes == {"x": (3, 4)} and ctx.streams == [1234] and ctx.profiles == []
+    # Every engine output got an address; only the config's outputs go back.
+    assert set(ctx.addresses) == {"x", "y", "aux"}
+    assert list(out) == ["y"] and tuple(out["y"].shape) == (3, 3)
+    assert ctx.addresses["y"] == out["y"].data_ptr()
+
+
+def test_tensorrt_enqueue_switches_profile_only_when_batch_leaves_the_active_one():
+    import torch
+
+    rt, ctx = _fake_trt_runtime()
+    rt._enqueue({"x": torch.zeros((6, 4))}, stream=1)
+    rt._enqueue({"x": torch.zeros((7, 4))}, stream=1)
+    rt._enqueue({"x": torch.zeros((2, 4))}, stream=1)
+    assert ctx.profiles == [1, 0]
+    with pytest.raises(InvalidArgumentError, match="missing input"):
+        rt._enqueue({"pixels": torch.zeros((1, 4))}, stream=1)
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_plan_runs_on_the_pinned_pipeline_with_one_context_per_instance(tmp_path):
+    import asyncio
+
+    from rayfront.runtimes.device_pipeline import CudaBackend, DevicePipeline
+    from rayfront.spec import DynamicBatching
+
+    vdir, w, b = _build_plan(tmp_path)
+    spec = linear_spec(platform="tensorrt_plan", kind="KIND_GPU").model_copy(
+        update={"dynamic_batching": DynamicBatching()}
+    )
+    first = load_runtime(spec, vdir)
+    second = first.fork()
+    assert second._context is not first._context and second._engine is first._engine
+    pipelines = []
+    for runtime in (first, second):
+        program, device = runtime.device_program()
+        pipelines.append(DevicePipeline(CudaBackend(program, spec, device), spec, depth=2))
+    xs = [np.full((r, 4), float(r), np.float32) for r in (1, 2, 3)]
+
+    async def main() -> list[list[dict[str, np.ndarray]]]:
+        runs = [p.run([{"x": x} for x in xs]) for p in pipelines for _ in range(3)]
+        return await asyncio.gather(*runs)
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        for p in pipelines:
+            p.close()
+    for answer in answers:
+        for x, out in zip(xs, answer, strict=True):
+            np.testing.assert_allclose(
+                out["y"], linear_reference(x, w, b)["y"], rtol=1e-3, atol=1e-3
+            )
