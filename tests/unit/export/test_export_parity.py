@@ -204,3 +204,34 @@ def test_flatten_outputs_orders_tuples_and_dicts_when_nested():
 def test_flatten_outputs_raises_when_output_is_not_a_tensor():
     with pytest.raises(ParityError, match="model 'm' returned a str"):
         flatten_outputs("nope", model_name="m")
+
+
+def _one_case_check(ref: np.ndarray, got: np.ndarray) -> bool:
+    from rayfront.export.parity import ParityCase
+
+    case = ParityCase("large", ref.shape[0], {"x": ref})
+    records = check_parity(
+        model_name="m",
+        fmt="onnx",
+        candidate=lambda feeds: {"y": got},
+        cases=[case],
+        references=[{"y": ref}],
+        output_names=["y"],
+        atol=1e-4,
+        rtol=1e-3,
+        raise_on_failure=False,
+    )
+    return records[0].passed
+
+
+def test_check_parity_judges_a_cancelling_element_by_its_tensor_when_outputs_are_large():
+    # Logits of magnitude 2e4 (large inputs): a near-zero element carries the rounding
+    # error of its large summands, 6e-3 here, as two correct fp32 kernels differ.
+    ref = np.array([[23286.0, -1.07, 512.0]], np.float32)
+    got = ref + np.array([[0.0, 0.0059, 0.0]], np.float32)
+    assert _one_case_check(ref, got)
+    # The same error in a tensor of magnitude ~1 is a real difference.
+    small = np.array([[0.9, -1.07, 0.5]], np.float32)
+    assert not _one_case_check(small, small + np.array([[0.0, 0.0059, 0.0]], np.float32))
+    # And an error of the tensor's own scale is caught however large the tensor.
+    assert not _one_case_check(ref, ref + np.array([[0.0, 50.0, 0.0]], np.float32))
