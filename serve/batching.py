@@ -58,6 +58,7 @@ from rayfront.metrics import InferenceRecorder
 from rayfront.params import param_choice
 from rayfront.spec import ModelSpec, QueuePolicy
 from rayfront.tensors import TensorDict, as_array
+from rayfront.tracing import StageTiming
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +223,12 @@ class VersionQueue(Protocol):
     """Where a request for one model version goes: a batcher, an executor, or a replica pool."""
 
     async def submit(
-        self, inputs: TensorDict, *, timeout_us: int | None = None, priority: int | None = None
+        self,
+        inputs: TensorDict,
+        *,
+        timeout_us: int | None = None,
+        priority: int | None = None,
+        timing: StageTiming | None = None,
     ) -> TensorDict: ...
 
     async def close(self) -> None: ...
@@ -240,6 +246,7 @@ class _Request:
     future: asyncio.Future[TensorDict]
     state: int = _QUEUED
     dispatched: float = 0.0
+    timing: StageTiming | None = None  # filled for a traced request
 
     def live(self) -> bool:
         return self.state == _QUEUED and not self.future.done()
@@ -330,7 +337,12 @@ class DynamicBatcher:
             self._wakeup.set()
 
     async def submit(
-        self, inputs: TensorDict, *, timeout_us: int | None = None, priority: int | None = None
+        self,
+        inputs: TensorDict,
+        *,
+        timeout_us: int | None = None,
+        priority: int | None = None,
+        timing: StageTiming | None = None,
     ) -> TensorDict:
         """Queue one request and return its outputs once its batch has run."""
         name = self.spec.name
@@ -359,6 +371,7 @@ class DynamicBatcher:
             enqueued=now,
             timeout_us=timeout,
             future=loop.create_future(),
+            timing=timing,
         )
         self._enqueue(req, now)
         try:
@@ -660,6 +673,11 @@ class DynamicBatcher:
                     req.future.set_exception(out)
                     continue
                 req.future.set_result(out)
+                if req.timing is not None:
+                    req.timing.queue_s = req.dispatched - req.enqueued
+                    req.timing.compute_s = compute_s
+                    req.timing.batch_requests = len(batch)
+                    req.timing.batch_rows = rows
                 if self._metrics is not None:
                     self._metrics.record_timing(
                         name,
@@ -775,7 +793,12 @@ class DirectExecutor:
         return self._waiting
 
     async def submit(
-        self, inputs: TensorDict, *, timeout_us: int | None = None, priority: int | None = None
+        self,
+        inputs: TensorDict,
+        *,
+        timeout_us: int | None = None,
+        priority: int | None = None,
+        timing: StageTiming | None = None,
     ) -> TensorDict:
         """Run one request on its own once a slot is free."""
         name = self.spec.name
@@ -805,6 +828,9 @@ class DirectExecutor:
             finally:
                 self._release_slot()
             compute_s = self._clock() - started
+            if timing is not None:
+                timing.queue_s, timing.compute_s = started - enqueued, compute_s
+                timing.batch_requests, timing.batch_rows = 1, rows
             if self._metrics is not None:
                 self._metrics.record_execution(
                     name, self.version, batch_rows=rows, compute_s=compute_s

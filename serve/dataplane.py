@@ -30,6 +30,7 @@ from rayfront.repository.pbtxt import spec_to_proto
 from rayfront.stats import StatsAggregator
 from rayfront.telemetry import Telemetry
 from rayfront.tensors import TensorDict
+from rayfront.tracing import Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class ServingDataPlane:
         shared_memory: bool = False,
         telemetry: Telemetry | None = None,
         strict_readiness: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         """``recorder`` must feed ``metrics`` and ``stats``; pass the one the loader's batchers
         report to, so every request and execution lands in the same counters."""
@@ -77,6 +79,7 @@ class ServingDataPlane:
         self._extensions = [*EXTENSIONS, SHM_EXTENSION] if shared_memory else list(EXTENSIONS)
         self.telemetry = telemetry
         self.strict_readiness = strict_readiness
+        self.tracer = tracer
         self.draining = False
 
     @property
@@ -198,12 +201,24 @@ class ServingDataPlane:
         ok = False
         reason = ""
         outputs: TensorDict = {}
+        trace = request.trace
         try:
             require_ready(entry, version, served)
             validate_request(request, entry.spec)
-            outputs = await served.queue.submit(
-                request.inputs, timeout_us=request.timeout_us, priority=request.priority
-            )
+            if trace is None:
+                outputs = await served.queue.submit(
+                    request.inputs, timeout_us=request.timeout_us, priority=request.priority
+                )
+            else:
+                trace.annotate(model=entry.name, version=version)
+                trace.mark("validated")
+                outputs = await served.queue.submit(
+                    request.inputs,
+                    timeout_us=request.timeout_us,
+                    priority=request.priority,
+                    timing=trace.timing,
+                )
+                trace.mark("returned")
             ok = True
         except BaseException as exc:
             reason = failure_reason(exc)

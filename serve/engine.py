@@ -37,6 +37,7 @@ from rayfront.runtimes.device_pipeline import CudaBackend, DevicePipeline
 from rayfront.runtimes.instances import HostInstance, Instance, InstancePool
 from rayfront.spec import ModelSpec, ModelWarmup
 from rayfront.tensors import TensorDict
+from rayfront.tracing import StageTiming
 from rayfront.transport.frames import RequestMeta
 
 logger = logging.getLogger(__name__)
@@ -397,17 +398,26 @@ class VersionEngine:
             )
 
     async def submit(
-        self, inputs: TensorDict, *, timeout_us: int | None = None, priority: int | None = None
+        self,
+        inputs: TensorDict,
+        *,
+        timeout_us: int | None = None,
+        priority: int | None = None,
+        timing: StageTiming | None = None,
     ) -> TensorDict:
         if not self.ready:
             raise UnavailableError(
                 f"model {self.spec.name!r} version {self.version} is still warming up; retry"
             )
-        return await self.queue.submit(inputs, timeout_us=timeout_us, priority=priority)
+        return await self.queue.submit(
+            inputs, timeout_us=timeout_us, priority=priority, timing=timing
+        )
 
     async def handle(self, inputs: TensorDict, meta: RequestMeta) -> TensorDict:
         """The transport server's handler."""
-        return await self.submit(inputs, timeout_us=meta.timeout_us, priority=meta.priority)
+        return await self.submit(
+            inputs, timeout_us=meta.timeout_us, priority=meta.priority, timing=meta.timing
+        )
 
     def load_report(self) -> dict[str, float]:
         """This window's load, for the autoscaler (see :mod:`rayfront.deploy.autoscaling`)."""

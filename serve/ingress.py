@@ -32,6 +32,7 @@ from rayfront.protocol.http_codec import DEFAULT_MAX_JSON_BYTES
 from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.stats import StatsAggregator
 from rayfront.telemetry import Board, Telemetry
+from rayfront.tracing import Tracer, TracingSettings
 
 
 @dataclass
@@ -101,6 +102,7 @@ def assemble(
     board_prefix: str = "rayfront/telemetry/rayfront/",
     process: str = "",
     strict_readiness: bool = False,
+    tracing: TracingSettings | None = None,
 ) -> Ingress:
     """Build an ingress around the loader ``make_loader`` returns (given the recorder its
     queues report to, so requests and executions land in the same counters).
@@ -159,6 +161,7 @@ def assemble(
         shared_memory=shm is not None,
         telemetry=telemetry,
         strict_readiness=strict_readiness,
+        tracer=Tracer(tracing, process=process) if tracing is not None else None,
     )
     return Ingress(
         metrics=metrics,

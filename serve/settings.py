@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rayfront.errors import RayfrontError
 from rayfront.spec import ModelSpec
+from rayfront.tracing import TracingSettings
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -193,6 +194,13 @@ class ServerSettings(BaseModel):
             "Logical CPUs Ray reserves per model replica. ONNX Runtime uses every core it is "
             "given regardless; a small reservation lets a small box host many model versions. "
             "On a cluster, raise it (or set models.<name>.num_cpus) to pack replicas honestly."
+        ),
+    )
+    tracing: TracingSettings | None = Field(
+        default=None,
+        description=(
+            "OpenTelemetry traces of sampled inference requests, one span per stage "
+            "(rayfront.tracing); absent = off."
         ),
     )
     strict_readiness: bool = Field(

@@ -80,6 +80,11 @@ def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         str(token),
         "--max-body-mb",
         "1",
+        # Tracing on, as production runs it: only callers' sampled traceparents are traced.
+        "--trace-file",
+        str(logs / "traces.jsonl"),
+        "--trace-sample-ratio",
+        "0",
     )
     yield srv
     stop_server(srv)

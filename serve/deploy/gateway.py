@@ -128,6 +128,7 @@ class Gateway:
             board_prefix=kv.telemetry_prefix(s.app_prefix),
             process=f"ingress-{_replica_id()}",
             strict_readiness=s.strict_readiness,
+            tracing=s.tracing,
         )
         await self.ingress.registry.load_all()
         if self.ingress.dataplane.telemetry is not None:

@@ -65,11 +65,16 @@ def handle_fallback(
     async def call(inputs: TensorDict, meta: RequestMeta) -> TensorDict:
         from ray.exceptions import RayActorError, RayTaskError
 
-        response = handle.submit.remote(inputs, meta.timeout_us, meta.priority)
+        response = handle.submit.remote(
+            inputs, meta.timeout_us, meta.priority, meta.timing is not None
+        )
         bound = wait_s if not running() else None
         try:
             async with asyncio.timeout(bound):
-                return await response
+                outputs, timing = await response
+            if meta.timing is not None and timing is not None:
+                meta.timing.fill(timing)
+            return outputs
         except TimeoutError:
             response.cancel()
             raise UnavailableError(

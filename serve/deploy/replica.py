@@ -30,6 +30,7 @@ from rayfront.repository.layout import Repository
 from rayfront.stats import StatsAggregator
 from rayfront.telemetry import Telemetry
 from rayfront.tensors import TensorDict
+from rayfront.tracing import StageTiming
 from rayfront.transport.discovery import (
     endpoint_key,
     private_socket_path,
@@ -142,10 +143,19 @@ class ModelVersion:
                 logger.warning("could not re-publish the transport endpoint: %s", exc)
 
     async def submit(
-        self, inputs: TensorDict, timeout_us: int | None = None, priority: int = 0
-    ) -> TensorDict:
-        """One request through a Serve handle (before the ingress knows the endpoint)."""
-        return await self.engine.submit(inputs, timeout_us=timeout_us, priority=priority)
+        self,
+        inputs: TensorDict,
+        timeout_us: int | None = None,
+        priority: int = 0,
+        trace: bool = False,
+    ) -> tuple[TensorDict, list[float] | None]:
+        """One request through a Serve handle (before the ingress knows the endpoint);
+        with ``trace``, also the replica's timing (:class:`~rayfront.tracing.StageTiming`)."""
+        timing = StageTiming() if trace else None
+        outputs = await self.engine.submit(
+            inputs, timeout_us=timeout_us, priority=priority, timing=timing
+        )
+        return outputs, timing.to_wire() if timing is not None else None
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """The engine's load this window; Serve calls this each metrics interval."""

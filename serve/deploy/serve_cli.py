@@ -101,6 +101,27 @@ def serve_command(
     num_cpus: Annotated[
         int | None, typer.Option(help="CPUs for a local Ray instance (default: all).")
     ] = None,
+    trace_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trace sampled requests (OpenTelemetry, one span per stage) into this JSONL "
+            "file. See README 'Tracing'."
+        ),
+    ] = None,
+    trace_otlp: Annotated[
+        str,
+        typer.Option(
+            help="Send traces to this OTLP/HTTP endpoint instead "
+            "(e.g. http://collector:4318/v1/traces)."
+        ),
+    ] = "",
+    trace_sample_ratio: Annotated[
+        float,
+        typer.Option(
+            help="Share of requests traced when the caller sends no sampled traceparent "
+            "(a sampled traceparent is always followed)."
+        ),
+    ] = 0.01,
 ) -> None:
     """Serve a model repository through Ray Serve: KServe v2 over HTTP and gRPC.
 
@@ -124,6 +145,13 @@ def serve_command(
         param = "max_body_mb" if key == "max_body_bytes" else key
         if not config or _is_explicit(ctx, param):
             base[key] = value
+    if trace_file is not None or trace_otlp:
+        base["tracing"] = {
+            **(base.get("tracing") or {}),
+            "jsonl_path": str(trace_file.resolve()) if trace_file is not None else "",
+            "otlp_endpoint": trace_otlp,
+            "sample_ratio": trace_sample_ratio,
+        }
     try:
         settings = ServerSettings.model_validate(base)
         if not settings.repository.is_dir():

@@ -14,10 +14,14 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from rayfront.protocol.types import InferRequest, InferResponse
+from rayfront.tracing import Tracer
 
 
 class InferenceService(Protocol):
     """The data plane a transport serves (implemented by :mod:`rayfront.dataplane`)."""
+
+    #: Starts a trace per sampled request (:mod:`rayfront.tracing`); None = tracing off.
+    tracer: Tracer | None
 
     async def live(self) -> bool: ...
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -34,6 +34,7 @@ from rayfront.protocol import grpc_codec
 from rayfront.protocol.contract import InferenceService, RepositoryService
 from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import PARAM_ROUTE_KEY, InferRequest
+from rayfront.tracing import RequestTrace
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +219,30 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     # --- inference ---------------------------------------------------------------------
 
     async def _infer(
-        self, request: Any, route_key: str | None, shm: SharedMemoryRegistry | None = None
+        self,
+        request: Any,
+        route_key: str | None,
+        shm: SharedMemoryRegistry | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Any:
+        tracer = self.dataplane.tracer
+        trace = tracer.begin(metadata, "grpc") if tracer is not None else None
+        if trace is None:
+            return await self._infer_traced(request, route_key, shm, None)
+        try:
+            response = await self._infer_traced(request, route_key, shm, trace)
+        except BaseException as exc:
+            trace.finish(exc)
+            raise
+        trace.finish()
+        return response
+
+    async def _infer_traced(
+        self,
+        request: Any,
+        route_key: str | None,
+        shm: SharedMemoryRegistry | None,
+        trace: RequestTrace | None,
     ) -> Any:
         # Numeric raw contents decode as zero-copy views; typed contents and BYTES elements
         # are decoded one by one, so those go to a thread. (ByteSize() would serialize
@@ -232,16 +256,35 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             )
         else:
             infer_request = grpc_codec.infer_request_from_pb(request, route_key=route_key, shm=shm)
+        if trace is not None:
+            infer_request.trace = trace
+            trace.mark("decoded")
         response = await self.dataplane.infer(infer_request)
         if sum(a.nbytes for a in response.outputs.values()) > self.offload_bytes:
-            return await asyncio.to_thread(
+            out = await asyncio.to_thread(
                 grpc_codec.infer_response_to_pb, response, infer_request, shm
             )
-        return grpc_codec.infer_response_to_pb(response, infer_request, shm)
+        else:
+            out = grpc_codec.infer_response_to_pb(response, infer_request, shm)
+        if trace is not None:
+            trace.mark("encoded")
+        return out
 
     @_aborts_on_error
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._infer(request, _route_key(context), self._shm_for(context))
+        return await self._infer(
+            request, _route_key(context), self._shm_for(context), self._carrier(context)
+        )
+
+    def _carrier(self, context: grpc.aio.ServicerContext) -> dict[str, str] | None:
+        """The W3C trace context in the call's metadata, read only when tracing is on."""
+        if self.dataplane.tracer is None:
+            return None
+        return {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if key in ("traceparent", "tracestate") and isinstance(value, str)
+        }
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -253,6 +296,7 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         """
         route_key = _route_key(context)
         shm = self._shm_for(context)
+        carrier = self._carrier(context)
         results: asyncio.Queue[Any] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         done = object()
@@ -261,7 +305,7 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         async def one(msg: Any) -> None:
             try:
                 out = pb.ModelStreamInferResponse(
-                    infer_response=await self._infer(msg, route_key, shm)
+                    infer_response=await self._infer(msg, route_key, shm, carrier)
                 )
             except RayfrontError as exc:
                 out = _stream_error(msg, exc.message)

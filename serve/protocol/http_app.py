@@ -44,6 +44,7 @@ from rayfront.protocol import http_codec
 from rayfront.protocol.contract import InferenceService, RepositoryService
 from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import InferRequest, InferResponse
+from rayfront.tracing import RequestTrace
 
 logger = logging.getLogger(__name__)
 
@@ -529,6 +530,19 @@ class HTTPApp:
         return Response(b"", 200)
 
     async def _infer(self, ctx: RequestContext) -> Response:
+        tracer = self.dataplane.tracer
+        trace = tracer.begin(ctx.headers, "http") if tracer is not None else None
+        if trace is None:
+            return await self._infer_traced(ctx, None)
+        try:
+            response = await self._infer_traced(ctx, trace)
+        except BaseException as exc:
+            trace.finish(exc)
+            raise
+        trace.finish()
+        return response
+
+    async def _infer_traced(self, ctx: RequestContext, trace: RequestTrace | None) -> Response:
         p = ctx.params
         model = p["model"]
         shm = self._shm_for(ctx)
@@ -555,11 +569,16 @@ class HTTPApp:
             shm=shm,
             max_json_bytes=self.max_json_bytes,
         )
+        if trace is not None:
+            request.trace = trace
+            trace.mark("decoded")
         response = await self.dataplane.infer(request)
         out_bytes = sum(a.nbytes for a in response.outputs.values())
         big = out_bytes > self.offload_bytes
         accept = headers.get("accept-encoding")
         out, hlen, enc = await self._offload(big, _encode, response, request, accept, shm)
+        if trace is not None:
+            trace.mark("encoded")
         extra: list[tuple[str, str]] = []
         if hlen is not None:
             extra.append(("inference-header-content-length", str(hlen)))

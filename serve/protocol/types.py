@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayfront.tensors import TensorDict
+from rayfront.tracing import RequestTrace
 
 # Request parameters rayfront understands (others are passed through untouched).
 PARAM_TIMEOUT = "timeout"  # microseconds, as Triton's queue policy
@@ -43,6 +44,7 @@ class InferRequest:
     route_key: str | None = None  # sticky canary routing key (header or parameter)
     timeout_us: int | None = None
     priority: int = 0
+    trace: RequestTrace | None = None  # set when this request is sampled for tracing
 
 
 @dataclass(slots=True)

@@ -122,7 +122,7 @@ class TransportClient:
         self._arena = arena if self._use_uds else None
         self._connect_timeout_s = connect_timeout_s
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[TensorDict]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[TensorDict, RequestMeta]]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Lock | None = None
@@ -215,12 +215,17 @@ class TransportClient:
 
         try:
             frame = encode_tensors(request_id, KIND_REQUEST, inputs, meta=meta, place=place)
-            future: asyncio.Future[TensorDict] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[tuple[TensorDict, RequestMeta]] = (
+                asyncio.get_running_loop().create_future()
+            )
             self._pending[request_id] = future
             self._send(frame)
             if buffered(writer) > HIGH_WATER:
                 await writer.drain()
-            return await future
+            outputs, answer = await future
+            if meta is not None and meta.timing is not None and answer.timing is not None:
+                meta.timing.fill(answer.timing.to_wire())
+            return outputs
         except asyncio.CancelledError:
             if self._alive and request_id in self._pending:
                 self._send([encode_cancel(request_id)])
@@ -252,7 +257,7 @@ class TransportClient:
                     continue  # the caller gave up (cancelled); drop its answer
                 if kind == KIND_RESPONSE:
                     try:
-                        future.set_result(decode_tensors(payload, header_len)[0])
+                        future.set_result(decode_tensors(payload, header_len))
                     except RayfrontError as exc:
                         future.set_exception(exc)
                 elif kind == KIND_ERROR:

@@ -3,8 +3,10 @@
 Every frame is a fixed 24-byte header, a small orjson header and the raw tensor bytes::
 
     <Q request id> <B kind> <3x pad> <I header length> <Q body length>
-    REQUEST   {"t": [[name, datatype, shape, nbytes, where], ...], "o": timeout_us, "p": priority}
-    RESPONSE  {"t": [[name, datatype, shape, nbytes, 0], ...]}
+    REQUEST   {"t": [[name, datatype, shape, nbytes, where], ...], "o": timeout_us, "p": priority,
+               "tr": 1 (traced: report timing)}
+    RESPONSE  {"t": [[name, datatype, shape, nbytes, 0], ...], "tm": [queue_s, compute_s,
+               batch requests, batch rows] (for a traced request)}
     ERROR     {"e": class name, "m": message, "r": retryable}
     CANCEL    {}  (the caller gave up on request id; drop it if it is still queued)
     HELLO     the handshake (:mod:`rayfront.transport.handshake`)
@@ -38,6 +40,7 @@ from rayfront import errors as _errors
 from rayfront import tensors
 from rayfront.errors import InternalError, InvalidArgumentError, RayfrontError, UnavailableError
 from rayfront.tensors import FileTensor, TensorDict
+from rayfront.tracing import StageTiming
 
 #: request id (u64), kind (u8), padding, header length (u32), body length (u64).
 FRAME = struct.Struct("<QB3xIQ")
@@ -91,10 +94,15 @@ class ProtocolError(Exception):
 
 @dataclass(slots=True)
 class RequestMeta:
-    """Scheduling facts that travel with a request."""
+    """Scheduling facts that travel with a request.
+
+    ``timing`` set on a request asks the replica to report its queue and compute time
+    (``"tr": 1``); the replica's answer carries them (``"tm"``) and the client fills it in.
+    """
 
     timeout_us: int | None = None
     priority: int = 0
+    timing: StageTiming | None = None
 
 
 def check_fixed(kind: int, header_len: int, body_len: int, *, max_body: int) -> None:
@@ -146,6 +154,11 @@ def encode_tensors(
             doc["o"] = meta.timeout_us
         if meta.priority:
             doc["p"] = meta.priority
+        if meta.timing is not None:
+            # On a request: report timing; on an answer: the timing.
+            doc["tm" if kind == KIND_RESPONSE else "tr"] = (
+                meta.timing.to_wire() if kind == KIND_RESPONSE else 1
+            )
     header = orjson.dumps(doc)
     return [FRAME.pack(request_id, kind, len(header), total) + header, *buffers]
 
@@ -167,6 +180,11 @@ def decode_tensors(
         doc = orjson.loads(memoryview(payload)[:header_len])
         entries = doc["t"]
         meta = RequestMeta(timeout_us=doc.get("o"), priority=int(doc.get("p", 0)))
+        if "tr" in doc:
+            meta.timing = StageTiming()
+        elif "tm" in doc:
+            meta.timing = StageTiming()
+            meta.timing.fill(doc["tm"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InternalError(f"transport: malformed tensor header ({exc})") from None
     body = memoryview(payload)

@@ -23,6 +23,7 @@ from typing import Any
 
 from rayfront.errors import UnavailableError
 from rayfront.tensors import TensorDict
+from rayfront.tracing import StageTiming
 from rayfront.transport.arena import Arena
 from rayfront.transport.client import TransportClient
 from rayfront.transport.discovery import Endpoint
@@ -163,12 +164,17 @@ class ReplicaPool:
         return best
 
     async def submit(
-        self, inputs: TensorDict, *, timeout_us: int | None = None, priority: int | None = None
+        self,
+        inputs: TensorDict,
+        *,
+        timeout_us: int | None = None,
+        priority: int | None = None,
+        timing: StageTiming | None = None,
     ) -> TensorDict:
         """Run one request on a replica (its batcher decides when); see the module docstring."""
         if self._closing:
             raise UnavailableError(f"{self.name}: shutting down; retry on another instance")
-        meta = RequestMeta(timeout_us=timeout_us, priority=priority or 0)
+        meta = RequestMeta(timeout_us=timeout_us, priority=priority or 0, timing=timing)
         picked = self._pick()
         if picked is None:
             return await self._without_endpoint(inputs, meta)

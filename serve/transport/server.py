@@ -354,7 +354,8 @@ class TransportServer:
                     payload, header_len, arena=arena, open_file=self._files.open
                 )
                 outputs = await self._handler(inputs, meta)
-                frame = encode_tensors(request_id, KIND_RESPONSE, outputs)
+                answer = meta if meta.timing is not None else None
+                frame = encode_tensors(request_id, KIND_RESPONSE, outputs, meta=answer)
             except asyncio.CancelledError:
                 return  # cancelled by the client (CANCEL or gone): nobody waits for an answer
             except RayfrontError as exc:

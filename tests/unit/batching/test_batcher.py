@@ -642,3 +642,40 @@ def test_batcher_does_not_bisect_when_the_model_misaligns_rows():
 
     results = run(main())
     assert all(isinstance(r, InternalError) and "expected 4" in str(r) for r in results)
+
+
+def test_batcher_reports_queue_compute_and_batch_when_request_carries_timing():
+    from rayfront.tracing import StageTiming
+
+    async def main() -> tuple[StageTiming, StageTiming]:
+        model = FakeModel(gated=True)
+        batcher = DynamicBatcher(make_spec(max_batch=8), model, max_inflight=1)
+        first_timing, second_timing = StageTiming(), StageTiming()
+        first = asyncio.ensure_future(batcher.submit(x_of(0), timing=first_timing))
+        await wait_until(lambda: model.running == 1)
+        # Queued behind the running batch, with a friend: they leave together.
+        second = asyncio.ensure_future(batcher.submit(x_of(1, rows=2), timing=second_timing))
+        third = asyncio.ensure_future(batcher.submit(x_of(2)))
+        await wait_until(lambda: batcher.queue_depth == 2)
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await asyncio.gather(first, second, third)
+        return first_timing, second_timing
+
+    first, second = run(main())
+    assert first.batch_requests == 1 and first.batch_rows == 1
+    assert second.batch_requests == 2 and second.batch_rows == 3
+    assert second.queue_s >= 0.04 and second.compute_s >= 0.0
+
+
+def test_direct_executor_reports_its_timing_when_request_carries_timing():
+    from rayfront.tracing import StageTiming
+
+    async def main() -> StageTiming:
+        timing = StageTiming()
+        executor = DirectExecutor(make_spec(batching=False), FakeModel())
+        await executor.submit(x_of(0, rows=2), timing=timing)
+        return timing
+
+    timing = run(main())
+    assert timing.batch_requests == 1 and timing.batch_rows == 2 and timing.compute_s >= 0

@@ -72,6 +72,7 @@ class FakeDataPlane:
         self.slow_started = asyncio.Event()
         self.slow_release: asyncio.Event | None = None
         self.success = 0
+        self.tracer = None
 
     async def live(self) -> bool:
         return True

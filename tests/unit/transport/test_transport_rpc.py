@@ -406,3 +406,36 @@ def test_client_leaves_replica_that_stops_answering_but_keeps_a_slow_one(sock_pa
 
     _, left_after = run(scenario())
     assert left_after < 3.0  # left within ~stall_s, not after the 5 s hang
+
+
+def test_replica_timing_travels_back_when_request_is_traced(sock_path):
+    from rayfront.tracing import StageTiming
+    from rayfront.transport.frames import RequestMeta
+
+    seen: list[bool] = []
+
+    async def timed(tensors: dict[str, np.ndarray], meta: RequestMeta) -> dict[str, np.ndarray]:
+        seen.append(meta.timing is not None)
+        if meta.timing is not None:  # what the replica's batcher fills in
+            meta.timing.queue_s, meta.timing.compute_s = 0.25, 0.5
+            meta.timing.batch_requests, meta.timing.batch_rows = 3, 6
+        return {"y": tensors["x"] * 2}
+
+    async def scenario() -> tuple[StageTiming, RequestMeta]:
+        server = TransportServer(timed, name="t")
+        ep = await server.start(uds_path=sock_path, host="127.0.0.1")
+        client = TransportClient(ep)
+        try:
+            traced = RequestMeta(timing=StageTiming())
+            await client.call({"x": np.ones((2, 3), np.float32)}, traced)
+            plain = RequestMeta()
+            await client.call({"x": np.ones((2, 3), np.float32)}, plain)
+            return traced.timing, plain
+        finally:
+            await client.close()
+            await server.close()
+
+    timing, plain = run(scenario())
+    assert timing == StageTiming(queue_s=0.25, compute_s=0.5, batch_requests=3, batch_rows=6)
+    # An untraced request asks for nothing and gets nothing back.
+    assert seen == [True, False] and plain.timing is None
