@@ -218,6 +218,15 @@ def export_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the parity inputs.")] = 0,
+    reference_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="An .npz of real inputs (one array per input, rows first): its profile goes "
+            "into the sidecar and live drift is measured against it. Default: the parity "
+            "inputs (random data).",
+        ),
+    ] = None,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")
     ] = True,
@@ -271,6 +280,7 @@ def export_command(
                 version_policy=version_policy,
                 parity_batch_sizes=parity_batch_sizes or [],
                 seed=seed,
+                reference_data=reference_data,
                 debug=debug,
                 progress=progress,
             )

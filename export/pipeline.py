@@ -40,6 +40,7 @@ from rayfront.export.parity import (
     torch_runner,
 )
 from rayfront.export.progress import Steps
+from rayfront.export.reference import reference_profile
 from rayfront.export.request import ExportRequest
 from rayfront.export.specs import OutputSpec
 from rayfront.export.tensorrt import Profile, compute_profiles, tensorrt_status
@@ -372,6 +373,8 @@ def export_model(request: ExportRequest) -> ExportResult:
                         precision=precision,
                     )
 
+            with steps.step("reference profile"):
+                profile = reference_profile(request, reference, cases, references, names)
             onnx_parity = parity(
                 "onnx", onnxruntime_runner(str(onnx_export.path), names), request.atol, request.rtol
             )
@@ -406,6 +409,8 @@ def export_model(request: ExportRequest) -> ExportResult:
                     )
                 )
 
+            for art in artifacts:  # every format serves the same data: one reference
+                art.provenance = art.provenance.model_copy(update={"reference": profile})
             _precheck_signatures(repo, artifacts)
             written: dict[str, Path] = {}
             with steps.step("write repository", total=len(artifacts)) as step:

@@ -127,6 +127,13 @@ class ExportRequest(BaseModel):
         default=(), description="Batch sizes for the parity check; empty = 1, max/2, max."
     )
     seed: int = Field(default=0, description="Seed of the parity inputs.")
+    reference_data: Path | None = Field(
+        default=None,
+        description=(
+            "An .npz of real inputs (one array per input, rows first) profiled into the "
+            "sidecar for live drift monitoring; None = profile the parity inputs."
+        ),
+    )
     provenance_extra: dict[str, Any] = Field(
         default_factory=dict, description="Added to the sidecar's `extra` (e.g. accuracy)."
     )

@@ -1,4 +1,4 @@
-"""The ``rayfront`` command: export, repo, serve, canary, bench, demo, dashboard.
+"""The ``rayfront`` command: export, repo, serve, canary, bench, demo, dashboard, drift.
 
 Each sub-command lives beside the concept it drives; this module only assembles them.
 Sub-command modules import heavy libraries (torch, ray) inside their functions so that
@@ -14,6 +14,7 @@ from rayfront.canary.canary_cli import app as canary_app
 from rayfront.dashboard import dashboard_command
 from rayfront.demo import demo_command
 from rayfront.deploy.serve_cli import serve_command
+from rayfront.drift_report import app as drift_app
 from rayfront.export.export_cli import export_command
 from rayfront.repository.repo_cli import app as repo_app
 
@@ -35,6 +36,7 @@ app.add_typer(canary_app, name="canary")
 app.add_typer(bench_app, name="bench")
 app.command("demo")(demo_command)
 app.command("dashboard")(dashboard_command)
+app.add_typer(drift_app, name="drift")
 
 
 def main() -> None:

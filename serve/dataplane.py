@@ -24,6 +24,7 @@ from rayfront.canary.shadow import ShadowMirror
 from rayfront.errors import UnavailableError
 from rayfront.metrics import ModelMetrics, RecorderGroup, failure_reason
 from rayfront.models import ModelEntry, ModelRegistry, require_ready
+from rayfront.monitor import LiveMonitor
 from rayfront.protocol.checks import validate_request
 from rayfront.protocol.types import InferRequest, InferResponse
 from rayfront.repository.pbtxt import spec_to_proto
@@ -66,6 +67,7 @@ class ServingDataPlane:
         telemetry: Telemetry | None = None,
         strict_readiness: bool = False,
         tracer: Tracer | None = None,
+        monitor: LiveMonitor | None = None,
     ) -> None:
         """``recorder`` must feed ``metrics`` and ``stats``; pass the one the loader's batchers
         report to, so every request and execution lands in the same counters."""
@@ -80,6 +82,7 @@ class ServingDataPlane:
         self.telemetry = telemetry
         self.strict_readiness = strict_readiness
         self.tracer = tracer
+        self.monitor = monitor
         self.draining = False
 
     @property
@@ -232,6 +235,16 @@ class ServingDataPlane:
                 self._canary.record_request(entry.name, version, ok, elapsed)
         if self._shadow is not None:
             self._shadow.maybe_mirror(entry, version, request, outputs)
+        if self.monitor is not None:
+            self.monitor.observe(
+                model=entry.name,
+                version=version,
+                request_id=request.id,
+                route_key=request.route_key,
+                latency_s=elapsed,
+                inputs=request.inputs,
+                outputs=outputs,
+            )
         return InferResponse(
             model_name=entry.name,
             model_version=version,

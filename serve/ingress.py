@@ -26,6 +26,8 @@ from rayfront.canary.store import CanaryStore
 from rayfront.dataplane import ServingDataPlane
 from rayfront.metrics import ModelMetrics, RecorderGroup, ReplicaGauge
 from rayfront.models import ModelLoader, ModelRegistry
+from rayfront.monitor import LiveMonitor, sidecar_reference
+from rayfront.payload_log import PayloadLogSettings
 from rayfront.protocol.grpc_service import DEFAULT_MAX_MESSAGE_BYTES, create_grpc_server
 from rayfront.protocol.http_app import DEFAULT_MAX_BODY_BYTES, HTTPApp, Route, build_http_app
 from rayfront.protocol.http_codec import DEFAULT_MAX_JSON_BYTES
@@ -103,6 +105,7 @@ def assemble(
     process: str = "",
     strict_readiness: bool = False,
     tracing: TracingSettings | None = None,
+    payload_log: PayloadLogSettings | None = None,
 ) -> Ingress:
     """Build an ingress around the loader ``make_loader`` returns (given the recorder its
     queues report to, so requests and executions land in the same counters).
@@ -150,6 +153,12 @@ def assemble(
         # canary windows with its telemetry, and the judging process merges them.
         telemetry.extras["canary"] = canary.export_windows
         canary.peer_windows = lambda: telemetry.peer_field("canary")
+    monitor = None
+    if payload_log is not None:
+        monitor = LiveMonitor(
+            payload_log, sidecar_reference(repo.root), process=process or f"pid{os.getpid()}"
+        )
+        metrics.registry.register(monitor)
     dataplane = ServingDataPlane(
         registry,
         metrics=metrics,
@@ -162,6 +171,7 @@ def assemble(
         telemetry=telemetry,
         strict_readiness=strict_readiness,
         tracer=Tracer(tracing, process=process) if tracing is not None else None,
+        monitor=monitor,
     )
     return Ingress(
         metrics=metrics,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rayfront.errors import RayfrontError
+from rayfront.payload_log import PayloadLogSettings
 from rayfront.spec import ModelSpec
 from rayfront.tracing import TracingSettings
 
@@ -194,6 +195,13 @@ class ServerSettings(BaseModel):
             "Logical CPUs Ray reserves per model replica. ONNX Runtime uses every core it is "
             "given regardless; a small reservation lets a small box host many model versions. "
             "On a cluster, raise it (or set models.<name>.num_cpus) to pack replicas honestly."
+        ),
+    )
+    payload_log: PayloadLogSettings | None = Field(
+        default=None,
+        description=(
+            "Sampled, bounded log of live requests and live drift against each version's "
+            "export reference (rayfront.payload_log, rayfront.monitor); absent = off."
         ),
     )
     tracing: TracingSettings | None = Field(

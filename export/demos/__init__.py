@@ -48,6 +48,7 @@ def export_demo_models(
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="rayfront-demo-") as tmp:
         samples = digits.write_samples(Path(tmp) / digits.SAMPLES_FILE)
+        reference = digits.write_reference(Path(tmp) / "digits_reference.npz")
         requests = [
             ExportRequest(
                 model_ref=DIGITS_REF,
@@ -57,6 +58,7 @@ def export_demo_models(
                 max_batch_size=digits.MAX_BATCH_SIZE,
                 repository=repository,
                 extra_files={digits.SAMPLES_FILE: samples},
+                reference_data=reference,
                 progress=progress,
             ),
             ExportRequest(

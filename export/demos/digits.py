@@ -161,6 +161,12 @@ def heldout_samples(count: int = MAX_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray
     return data.x_test[:count], data.y_test[:count]
 
 
+def write_reference(path: Path) -> Path:
+    """The training images as the drift reference (``pixels``; ``rayfront export --reference``)."""
+    np.savez(path, pixels=load_data().x_train)
+    return path
+
+
 def write_samples(path: Path, count: int = MAX_BATCH_SIZE) -> Path:
     """Save held-out images and labels (``pixels``, ``labels``) for clients and tests."""
     pixels, labels = heldout_samples(count)

@@ -129,6 +129,7 @@ class Gateway:
             process=f"ingress-{_replica_id()}",
             strict_readiness=s.strict_readiness,
             tracing=s.tracing,
+            payload_log=s.payload_log,
         )
         await self.ingress.registry.load_all()
         if self.ingress.dataplane.telemetry is not None:

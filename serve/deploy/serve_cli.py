@@ -122,6 +122,17 @@ def serve_command(
             "(a sampled traceparent is always followed)."
         ),
     ] = 0.01,
+    payload_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Log a sample of live requests (inputs, outputs, version, latency) into this "
+            "directory and measure live drift against each version's export reference "
+            "(rayfront_input_drift / rayfront_output_drift on /metrics; rayfront drift report)."
+        ),
+    ] = None,
+    payload_sample_ratio: Annotated[
+        float, typer.Option(help="Share of successful requests the payload log keeps.")
+    ] = 0.1,
 ) -> None:
     """Serve a model repository through Ray Serve: KServe v2 over HTTP and gRPC.
 
@@ -151,6 +162,12 @@ def serve_command(
             "jsonl_path": str(trace_file.resolve()) if trace_file is not None else "",
             "otlp_endpoint": trace_otlp,
             "sample_ratio": trace_sample_ratio,
+        }
+    if payload_log is not None:
+        base["payload_log"] = {
+            **(base.get("payload_log") or {}),
+            "directory": str(payload_log.resolve()),
+            "sample_ratio": payload_sample_ratio,
         }
     try:
         settings = ServerSettings.model_validate(base)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rayfront.drift import ReferenceProfile
 from rayfront.errors import RepositoryError
 from rayfront.repository._fs import atomic_write_text
 
@@ -94,6 +95,10 @@ class Provenance(BaseModel):
     )
     parity: list[ParityRecord] = Field(default_factory=list, description="Parity results.")
     tensorrt: TensorRTStamp | None = Field(default=None, description="Set for TensorRT plans.")
+    reference: ReferenceProfile | None = Field(
+        default=None,
+        description="Input/output profiles of the reference sample, for live drift monitoring.",
+    )
     extra: dict[str, Any] = Field(default_factory=dict, description="Free-form additions.")
 
     @property
