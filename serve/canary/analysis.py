@@ -11,8 +11,11 @@ windows and calls :func:`analyze`, which is a pure function of its inputs:
    pausing would leave it serving its share, so -> **rollback** at once;
 2. no stable data to compare with (neither this window nor a saved baseline has
    ``min_requests``) -> **pause**;
-3. canary error rate above ``max_error_rate`` or canary/stable p99 above
-   ``max_p99_ratio`` -> **rollback** (every failing check is named);
+3. canary error rate above ``max_error_rate`` *and* significantly above the stable's
+   (one-sided two-proportion z-test at ``alpha``), or canary/stable p99 above
+   ``max_p99_ratio`` *and* canary latencies significantly larger (one-sided Mann-Whitney U
+   at ``alpha``) with a median more than ``latency_floor_ms`` above the stable's ->
+   **rollback** (every failing check is named, with its interval and p-value);
 4. agreement checked (``min_agreement > 0``) and mirroring possible: fewer than
    ``min_shadow_samples`` mirrored rows -> **pause**; agreement below ``min_agreement``
    -> **rollback**;
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rayfront.canary.compare import ShadowStats
+from rayfront.canary.significance import mann_whitney, two_proportion
 from rayfront.canary.state import RolloutPlan, WindowSummary
 
 VerdictAction = Literal["advance", "rollback", "pause"]
@@ -80,7 +84,12 @@ class VersionWindow:
         return nearest_rank(sorted(self._samples), 0.99) if self._samples else None
 
     def summary(self) -> WindowSummary:
-        return WindowSummary(requests=self.requests, errors=self.errors, p99_s=self.p99())
+        samples = self._samples
+        if len(samples) > EXPORT_SAMPLES:
+            samples = random.Random(self.requests).sample(samples, EXPORT_SAMPLES)
+        return WindowSummary(
+            requests=self.requests, errors=self.errors, p99_s=self.p99(), samples=list(samples)
+        )
 
     def reset(self) -> None:
         self._samples = []
@@ -124,7 +133,10 @@ def merged_summary(parts: list[dict[str, Any]]) -> WindowSummary:
             p99 = x
             if seen >= target - 1e-9:
                 break
-    return WindowSummary(requests=requests, errors=errors, p99_s=p99)
+    pooled = [float(x) for p in parts for x in p.get("samples", ())]
+    if len(pooled) > EXPORT_SAMPLES:
+        pooled = random.Random(requests).sample(pooled, EXPORT_SAMPLES)
+    return WindowSummary(requests=requests, errors=errors, p99_s=p99, samples=pooled)
 
 
 class WindowBook:
@@ -236,45 +248,56 @@ def analyze(
             )
         base = stable_baseline
         cmp["stable_source"] = "baseline"
-        cmp["stable_baseline"] = stable_baseline.model_dump()
+        cmp["stable_baseline"] = stable_baseline.model_dump(exclude={"samples"})
 
-    # 3. Error rate and latency.
+    # 3. Error rate and latency: worse only when significantly so (see canary.significance).
     checks: list[dict[str, Any]] = []
     failures: list[str] = []
     error_rate = c.error_rate or 0.0
-    ok = error_rate <= plan.max_error_rate
+    errors_test = two_proportion(c.errors, c.requests, base.errors, base.requests)
+    ok = error_rate <= plan.max_error_rate or errors_test.p_value >= plan.alpha
     checks.append(
         {
             "metric": "error_rate",
             "value": error_rate,
             "threshold": plan.max_error_rate,
+            "test": errors_test.to_dict(),
             "passed": ok,
         }
     )
     if not ok:
         failures.append(
             f"canary error rate {_pct(error_rate)} > max_error_rate {_pct(plan.max_error_rate)} "
-            f"({c.errors}/{c.requests})"
+            f"({c.errors}/{c.requests}), {_pct(errors_test.difference)} above stable "
+            f"(95% CI {_pct(errors_test.ci_low)}..{_pct(errors_test.ci_high)}, "
+            f"p={errors_test.p_value:.3g} < alpha {plan.alpha:g})"
         )
 
     c99 = c.p99_s or 0.0
     s99 = max(base.p99_s or 0.0, _P99_FLOOR_S)
     ratio = max(c99, _P99_FLOOR_S) / s99
     cmp["p99_ratio"] = _finite(ratio)
+    latency: dict[str, Any] = {"metric": "p99_ratio", "value": _finite(ratio)}
+    latency["threshold"] = plan.max_p99_ratio
     ok = ratio <= plan.max_p99_ratio
-    checks.append(
-        {
-            "metric": "p99_ratio",
-            "value": _finite(ratio),
-            "threshold": plan.max_p99_ratio,
-            "passed": ok,
-        }
-    )
-    if not ok:
-        failures.append(
-            f"canary p99 {c99 * 1000:.2f} ms is {ratio:.2f}x stable p99 {s99 * 1000:.2f} ms "
-            f"> max_p99_ratio {plan.max_p99_ratio:g}"
+    why = f"canary p99 {c99 * 1000:.2f} ms is {ratio:.2f}x stable p99 {s99 * 1000:.2f} ms"
+    if not ok and c.samples and base.samples:
+        rank = mann_whitney(c.samples, base.samples)
+        latency["test"] = rank.to_dict()
+        slower_ms = (rank.canary_median_s - rank.stable_median_s) * 1000
+        # A ratio of tails alone is noise: the canary must be slower as a whole
+        # (significantly, by rank) and by more than the floor at the median.
+        ok = rank.p_value >= plan.alpha or slower_ms <= plan.latency_floor_ms
+        why += (
+            f", median +{slower_ms:.2f} ms (floor {plan.latency_floor_ms:g} ms), "
+            f"Mann-Whitney p={rank.p_value:.3g} (alpha {plan.alpha:g})"
         )
+    elif not ok:
+        latency["note"] = "no latency samples to test: ratio only"
+    latency["passed"] = ok
+    checks.append(latency)
+    if not ok:
+        failures.append(f"{why} > max_p99_ratio {plan.max_p99_ratio:g}")
 
     # 4. Output agreement on mirrored traffic.
     agreement_pending: str | None = None

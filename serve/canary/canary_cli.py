@@ -363,7 +363,22 @@ def start_command(
         1e-3, "--agreement-rtol", min=0.0, help="Relative tolerance for regression outputs."
     ),
     min_requests: int = typer.Option(
-        100, "--min-requests", min=1, help="Requests per step to judge."
+        100, "--min-requests", min=1, help="Requests per step to judge (the tests' power floor)."
+    ),
+    alpha: float = typer.Option(
+        0.05,
+        "--alpha",
+        min=0.0001,
+        max=0.4999,
+        help="Significance level: errors and latency fail a step only when a one-sided test "
+        "(two-proportion z, Mann-Whitney U) finds the canary worse at this level.",
+    ),
+    latency_floor_ms: float = typer.Option(
+        5.0,
+        "--latency-floor-ms",
+        min=0.0,
+        help="The canary's median must also be this much slower than the stable's to fail "
+        "the latency gate.",
     ),
     shadow_percent: str | None = typer.Option(
         None, "--shadow-percent", help="Mirror this % of stable traffic to the canary."
@@ -409,6 +424,8 @@ def start_command(
     plan.update(
         max_p99_ratio=max_p99_ratio,
         min_requests=min_requests,
+        alpha=alpha,
+        latency_floor_ms=latency_floor_ms,
         output_kind=output_kind,
         min_shadow_samples=min_shadow_samples,
         agreement_atol=agreement_atol,

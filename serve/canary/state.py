@@ -164,6 +164,19 @@ class RolloutPlan(_Doc):
     min_requests: int = Field(
         default=100, ge=1, description="Canary requests a step needs before it can be judged."
     )
+    alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=0.5,
+        description="Significance level: a canary is judged worse on errors or latency only "
+        "when a one-sided test (two-proportion z, Mann-Whitney U) says so at this level.",
+    )
+    latency_floor_ms: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="Smallest canary-minus-stable median latency (ms) that can fail the "
+        "latency gate: a few ms of scheduling noise on a busy host never rolls back.",
+    )
     min_shadow_samples: int = Field(
         default=20,
         ge=1,
@@ -252,6 +265,10 @@ class WindowSummary(_Doc):
     errors: int = Field(ge=0, description="Requests that failed in the window.")
     p99_s: float | None = Field(
         default=None, ge=0, description="p99 latency in seconds; None = no data."
+    )
+    samples: list[float] = Field(
+        default_factory=list,
+        description="A uniform sample of the window's latencies (seconds), for rank tests.",
     )
 
     @property

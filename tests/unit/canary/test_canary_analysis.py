@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -92,7 +94,10 @@ def test_analyze_rolls_back_when_error_rate_too_high():
     bad = WindowSummary(requests=200, errors=10, p99_s=0.010)
     verdict = analyze(STABLE, bad, _shadow(100, 100), PLAN)
     assert verdict.action == "rollback"
-    assert verdict.reason == "canary error rate 5.00% > max_error_rate 1.00% (10/200)"
+    assert verdict.reason == (
+        "canary error rate 5.00% > max_error_rate 1.00% (10/200), 4.90% above stable "
+        "(95% CI 2.62%..8.86%, p=1.47e-19 < alpha 0.05)"
+    )
 
 
 def test_analyze_rolls_back_when_p99_ratio_too_high():
@@ -170,3 +175,67 @@ def test_merged_summary_weights_each_process_by_its_requests():
     for _ in range(200):
         idle.record(False, 1.0)  # now 2.4% slow
     assert merged_summary([busy.export(), idle.export()]).p99_s == pytest.approx(1.0)
+
+
+# --- significance, not raw ratios ----------------------------------------------------------
+
+
+def _latencies(median_s: float, n: int, seed: int, tail: float = 0.0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    samples = rng.lognormal(np.log(median_s), 0.25, size=n)
+    if tail:  # a few stalled requests (a loaded host), not a slower model
+        samples[: max(1, n // 50)] *= tail
+    return samples.tolist()
+
+
+def _summary(requests: int, errors: int, samples: list[float]) -> WindowSummary:
+    from rayfront.canary.analysis import nearest_rank
+
+    return WindowSummary(
+        requests=requests,
+        errors=errors,
+        p99_s=nearest_rank(sorted(samples), 0.99),
+        samples=samples,
+    )
+
+
+def test_analyze_advances_identical_canary_when_only_its_tail_is_noisier():
+    stable = _summary(2000, 0, _latencies(0.020, 1000, seed=1))
+    canary = _summary(200, 0, _latencies(0.020, 200, seed=2, tail=3.0))
+    assert canary.p99_s / stable.p99_s > 1.2  # the raw ratio alone would roll it back
+    verdict = analyze(stable, canary, _shadow(100, 100), PLAN)
+    assert verdict.action == "advance", verdict.reason
+    latency = next(c for c in verdict.comparison["checks"] if c["metric"] == "p99_ratio")
+    assert latency["passed"] and latency["test"]["p_value"] > 0.05
+
+
+def test_analyze_rolls_back_slower_canary_when_ranks_and_median_agree():
+    stable = _summary(2000, 0, _latencies(0.020, 1000, seed=1))
+    slower = _summary(200, 0, _latencies(0.030, 200, seed=2))
+    verdict = analyze(stable, slower, _shadow(100, 100), PLAN)
+    assert verdict.action == "rollback"
+    assert re.search(
+        r"median \+\d+\.\d+ ms \(floor 5 ms\), Mann-Whitney p=\S+ \(alpha 0\.05\)", verdict.reason
+    )
+
+
+def test_analyze_advances_when_canary_is_significantly_but_trivially_slower():
+    # 1 ms slower at the median on a 2 ms model: real, significant, and not worth a rollback.
+    stable = _summary(2000, 0, _latencies(0.002, 1000, seed=1))
+    canary = _summary(2000, 0, _latencies(0.003, 1000, seed=2))
+    verdict = analyze(stable, canary, _shadow(100, 100), PLAN)
+    latency = next(c for c in verdict.comparison["checks"] if c["metric"] == "p99_ratio")
+    assert latency["test"]["p_value"] < 0.05
+    assert verdict.action == "advance", verdict.reason
+
+
+def test_analyze_advances_when_canary_errors_match_an_equally_failing_stable():
+    # Both 3% (bad client input, say): above max_error_rate, but not the canary's doing.
+    stable = WindowSummary(requests=2000, errors=60, p99_s=0.010)
+    canary = WindowSummary(requests=200, errors=6, p99_s=0.010)
+    verdict = analyze(stable, canary, _shadow(100, 100), PLAN)
+    errors = next(c for c in verdict.comparison["checks"] if c["metric"] == "error_rate")
+    assert errors["passed"] and errors["test"]["p_value"] > 0.05
+    lo, hi = errors["test"]["ci95"]
+    assert lo < 0 < hi
+    assert verdict.action == "advance"
