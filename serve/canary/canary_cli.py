@@ -387,6 +387,12 @@ def start_command(
     grace: str = typer.Option(
         "30s", "--grace-period", help="Old version's replicas stay this long."
     ),
+    webhook: list[str] = typer.Option(
+        [],
+        "--webhook",
+        help="TYPE=URL, repeatable; TYPE is pre-rollout, confirm-rollout, confirm-promotion, "
+        "rollback or post-rollout. A failing or slow hook pauses, never promotes.",
+    ),
     as_json: bool = JsonOpt,
     url: str = UrlOpt,
     token: str | None = TokenOpt,
@@ -431,6 +437,14 @@ def start_command(
         agreement_atol=agreement_atol,
         agreement_rtol=agreement_rtol,
     )
+    hooks = []
+    for i, spec in enumerate(webhook):
+        kind, sep, target = spec.partition("=")
+        if not sep or not target:
+            raise typer.BadParameter(f"expected TYPE=URL, got {spec!r}", param_hint="--webhook")
+        hooks.append({"name": f"{kind}-{i + 1}", "type": kind, "url": target})
+    if hooks:
+        plan["webhooks"] = hooks
     if stable is not None:
         plan["stable_version"] = stable.removeprefix("v")
     status = _run(url, "POST", model_path(model, "/start"), plan, token)

@@ -81,6 +81,12 @@ from rayfront.canary.state import (
     version_key,
 )
 from rayfront.canary.store import CanaryStore
+from rayfront.canary.webhooks import (
+    call_webhook,
+    check_gate,
+    first_failure,
+    rollback_requested,
+)
 from rayfront.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -341,6 +347,14 @@ class CanaryManager:
                     f"canary version {plan.canary_version} of model {model!r} has a different "
                     f"signature from stable version {plan.stable_version}: " + "; ".join(diffs)
                 )
+            refused = first_failure(
+                plan.webhooks, "pre-rollout", _hook_payload(model, plan, 0, "pre-rollout")
+            )
+            if refused is not None:
+                raise FailedPreconditionError(
+                    f"model {model!r}: {refused}; the rollout of version {plan.canary_version} "
+                    "did not start and the traffic split is unchanged"
+                )
             now = self._clock()
             weights = plan.weights_at(0)
             others = {v: w for v, w in doc.policy.weights.items() if v not in weights and w > 0}
@@ -403,7 +417,9 @@ class CanaryManager:
         """Give the canary 100% now and make it the stable."""
         with self._mutating(model):
             doc, ro = self._active(model, allowed=("running", "paused"))
-            return self._promote(doc, ro, self._clock(), reason, {})
+            state = self._promote(doc, ro, self._clock(), reason, {})
+            self._post_rollout(state)
+            return state
 
     def abort(self, model: str, reason: str = "aborted by operator") -> RolloutState:
         """Stop the rollout and send all traffic back to the stable."""
@@ -419,6 +435,7 @@ class CanaryManager:
             self._commit(
                 doc.model_copy(update={"policy": policy, "rollout": state}), state.history[-1]
             )
+            self._post_rollout(state)
             return state
 
     def mark_retired(self, model: str, version: str) -> None:
@@ -525,25 +542,72 @@ class CanaryManager:
                 {},
             )
             return state.history[-1]
+        payload = _hook_payload(model, plan, ro.current_step, "")
+        asked = rollback_requested(plan.webhooks, payload)
+        if asked is not None:
+            state = self._apply_rollback(
+                doc, ro, now, f"rollback webhook {asked!r} asked for a rollback", {}
+            )
+            self._post_rollout(state)
+            return state.history[-1]
         if ro.status != "running":
             return None
         started = max(ro.step_started_at.timestamp(), self._window_started.get(model, 0.0))
         if now - started < plan.interval_s:
             return None
-        verdict = self._analyze(model, ro)
+        verdict = self._gated(self._analyze(model, ro), plan)
+        final = ro.step_index + 1 >= len(plan.steps)
+        if verdict.action == "advance":
+            hook = "confirm-promotion" if final else "confirm-rollout"
+            refused = first_failure(plan.webhooks, hook, payload)  # type: ignore[arg-type]
+            if refused is not None:
+                verdict = Verdict("pause", f"{refused}; {verdict.reason}", verdict.comparison)
         if verdict.action == "rollback":
             state = self._apply_rollback(doc, ro, now, verdict.reason, verdict.comparison)
+            self._post_rollout(state)
         elif verdict.action == "pause":
             state = self._transition(
                 doc, ro, "pause", "paused", verdict.reason, comparison=verdict.comparison, now=now
             )
-        elif ro.step_index + 1 >= len(plan.steps):
+        elif final:
             state = self._promote(
                 doc, ro, now, f"final step passed: {verdict.reason}", verdict.comparison
             )
+            self._post_rollout(state)
         else:
             state = self._advance(doc, ro, now, verdict)
         return state.history[-1]
+
+    @staticmethod
+    def _gated(verdict: Verdict, plan: RolloutPlan) -> Verdict:
+        """A passing step also answers to the plan's Prometheus gates."""
+        if verdict.action != "advance" or not plan.prometheus_gates:
+            return verdict
+        results = [check_gate(g) for g in plan.prometheus_gates]
+        verdict.comparison["prometheus"] = [
+            {"detail": r.detail, "value": r.value, "action": r.action} for r in results
+        ]
+        for action in ("rollback", "pause"):
+            failed = [r.detail for r in results if r.action == action]
+            if failed:
+                return Verdict(action, "; ".join(failed), verdict.comparison)  # type: ignore[arg-type]
+        return verdict
+
+    def _post_rollout(self, state: RolloutState) -> None:
+        """Tell the post-rollout hooks how it ended (in a thread: nothing waits on them)."""
+        hooks = [h for h in state.plan.webhooks if h.type == "post-rollout"]
+        if not hooks:
+            return
+        payload = _hook_payload(state.model, state.plan, state.current_step, state.status)
+        payload["reason"] = state.reason
+
+        def notify() -> None:
+            for hook in hooks:
+                result = call_webhook(hook, payload)
+                if not result.ok:
+                    logger.warning("post-rollout webhook %r: %s", hook.name, result.detail)
+
+        threading.Thread(target=notify, name="rf-post-rollout", daemon=True).start()
 
     def export_windows(self) -> dict[str, Any]:
         """This process's windows of every running rollout step, for the judging process."""
@@ -976,3 +1040,14 @@ class CanaryManager:
         )
         if self._on_retire is not None:
             self._on_retire(model, retirement.version, after)
+
+
+def _hook_payload(model: str, plan: RolloutPlan, weight: int, phase: str) -> dict[str, Any]:
+    """What every webhook receives (``type`` and ``metadata`` are added per hook)."""
+    return {
+        "model": model,
+        "canary_version": plan.canary_version,
+        "stable_version": plan.stable_version,
+        "canary_weight": weight,
+        "phase": phase,
+    }

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rayfront.canary.webhooks import PrometheusGate, Webhook
+
 SCHEMA_VERSION = 1
 
 RolloutStatus = Literal["running", "paused", "promoted", "rolled_back", "aborted"]
@@ -205,6 +207,15 @@ class RolloutPlan(_Doc):
         default=30.0,
         ge=0.0,
         description="After promotion, seconds the old stable keeps its replicas before scale-down.",
+    )
+    webhooks: list[Webhook] = Field(
+        default_factory=list,
+        description="External gates and notifications (pre-rollout, confirm-rollout, "
+        "confirm-promotion, rollback, post-rollout); see rayfront.canary.webhooks.",
+    )
+    prometheus_gates: list[PrometheusGate] = Field(
+        default_factory=list,
+        description="PromQL queries checked when a step's own analysis passes.",
     )
 
     @model_validator(mode="before")

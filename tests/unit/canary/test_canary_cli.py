@@ -296,3 +296,19 @@ def test_cli_explains_connection_failure_when_server_down():
     res = CliRunner().invoke(app, ["status", MODEL, "--url", f"http://127.0.0.1:{port}"])
     assert res.exit_code == 1
     assert f"cannot reach rayfront at http://127.0.0.1:{port}" in res.output
+
+
+def test_cli_sends_statistics_knobs_and_webhooks_when_given(server):
+    res = _cli(
+        "start", MODEL, "--version", "2", "--stable", "1", "--alpha", "0.01",
+        "--latency-floor-ms", "12", "--webhook", "post-rollout=http://127.0.0.1:9/done",
+        "--json", url=server,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.output)["rollout"]["plan"]
+    assert (plan["alpha"], plan["latency_floor_ms"]) == (0.01, 12.0)
+    assert plan["webhooks"][0]["type"] == "post-rollout"
+    assert plan["webhooks"][0]["url"] == "http://127.0.0.1:9/done"
+    bad = _cli("start", MODEL, "--version", "2", "--webhook", "nowhere", url=server)
+    assert bad.exit_code == 2 and "expected TYPE=URL, got 'nowhere'" in bad.output
+    _cli("abort", MODEL, url=server)
