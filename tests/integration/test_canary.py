@@ -271,6 +271,58 @@ def test_progressive_rollout_rolls_back_bad_candidate_when_agreement_low(canary_
     assert set(_burst(canary_server.http_url, 40)) == {"1"}
 
 
+@pytest.fixture
+def hook_server():
+    """A local webhook receiver: /confirm answers 500, everything else 200; bodies kept."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls: list[tuple[str, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls.append(
+                (self.path, json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            )
+            self.send_response(500 if self.path == "/confirm" else 200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", calls
+    finally:
+        server.shutdown()
+
+
+def test_progressive_rollout_pauses_when_confirm_webhook_fails(canary_server, hook_server):
+    base, calls = hook_server
+    plan = _fast_plan("2")
+    plan["webhooks"] = [
+        {"name": "approve", "type": "confirm-rollout", "url": f"{base}/confirm", "retries": 0},
+        {"name": "tell", "type": "post-rollout", "url": f"{base}/notify", "retries": 0},
+    ]
+    status, doc = _api(canary_server, "POST", "/start", plan)
+    assert status == 200, doc
+    doc = _wait_status(
+        canary_server, lambda d: (d.get("rollout") or {}).get("status") == "paused", 90
+    )
+    assert doc["rollout"]["reason"].startswith("confirm-rollout webhook 'approve' failed: HTTP 500")
+    assert doc["rollout"]["step_index"] == 0 and doc["policy"]["weights"]["2"] == 10
+    sent = next(body for path, body in calls if path == "/confirm")
+    assert sent["model"] == "digits" and sent["canary_version"] == "2"
+    assert _api(canary_server, "POST", "/abort", {})[0] == 200
+    deadline = time.monotonic() + 10
+    while not any(path == "/notify" for path, _ in calls) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    told = next(body for path, body in calls if path == "/notify")
+    assert told["phase"] == "aborted"
+    assert set(_burst(canary_server.http_url, 40)) == {"1"}
+
+
 def test_progressive_rollout_promotes_good_candidate_when_metrics_pass(canary_server):
     plan = _fast_plan("2")
     status, doc = _api(canary_server, "POST", "/start", plan)
