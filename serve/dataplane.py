@@ -25,6 +25,7 @@ from rayfront.errors import UnavailableError
 from rayfront.metrics import ModelMetrics, RecorderGroup, failure_reason
 from rayfront.models import ModelEntry, ModelRegistry, require_ready
 from rayfront.monitor import LiveMonitor
+from rayfront.payload_log import Payload
 from rayfront.protocol.checks import validate_request
 from rayfront.protocol.types import InferRequest, InferResponse
 from rayfront.repository.pbtxt import spec_to_proto
@@ -237,14 +238,11 @@ class ServingDataPlane:
             self._shadow.maybe_mirror(entry, version, request, outputs)
         if self.monitor is not None:
             self.monitor.observe(
-                model=entry.name,
-                version=version,
-                request_id=request.id,
-                route_key=request.route_key,
-                latency_s=elapsed,
-                inputs=request.inputs,
-                outputs=outputs,
-            )
+                Payload(
+                    entry.name, version, request.id, request.route_key, elapsed,
+                    request.inputs, outputs,
+                )
+            )  # fmt: skip
         return InferResponse(
             model_name=entry.name,
             model_version=version,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from rayfront.drift import DriftMonitor, ReferenceProfile
-from rayfront.payload_log import PayloadLog, PayloadLogSettings
-from rayfront.tensors import TensorDict
+from rayfront.payload_log import Payload, PayloadLog, PayloadLogSettings
 
 logger = logging.getLogger(__name__)
 
@@ -82,38 +82,23 @@ class LiveMonitor(Collector):
                 )
         return self._monitors[key]
 
-    def observe(
-        self,
-        *,
-        model: str,
-        version: str,
-        request_id: str,
-        route_key: str | None,
-        latency_s: float,
-        inputs: TensorDict,
-        outputs: TensorDict,
-    ) -> None:
+    def observe(self, payload: Payload) -> None:
         """Count and log a sampled share of requests; never raises into the request."""
         if not self.log.sampled():
             return
         # Shared-memory inputs arrive as file references, read only by the replica: the
         # monitor sees (and logs) the tensors it has in hand.
-        inputs = {n: a for n, a in inputs.items() if isinstance(a, np.ndarray)}
+        inputs = {n: a for n, a in payload.inputs.items() if isinstance(a, np.ndarray)}
+        payload = replace(payload, inputs=inputs)
         try:
-            drift = self.monitor(model, version)
+            drift = self.monitor(payload.model, payload.version)
             if drift is not None:
-                drift.observe(inputs, outputs)
+                drift.observe(payload.inputs, payload.outputs)
         except Exception as exc:
-            logger.warning("drift monitor of %r version %s failed: %s", model, version, exc)
-        self.log.record(
-            model=model,
-            version=version,
-            request_id=request_id,
-            route_key=route_key,
-            latency_s=latency_s,
-            inputs=inputs,
-            outputs=outputs,
-        )
+            logger.warning(
+                "drift monitor of %r version %s failed: %s", payload.model, payload.version, exc
+            )
+        self.log.record(payload)
 
     def collect(self) -> Iterator[Metric]:
         inputs = Metric(

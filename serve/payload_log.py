@@ -29,6 +29,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,19 @@ def decode_tensor(entry: dict[str, Any], *, name: str = "", model: str = "") -> 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """One finished request, as the data plane hands it to the monitor and the log."""
+
+    model: str
+    version: str
+    request_id: str
+    route_key: str | None
+    latency_s: float
+    inputs: TensorDict
+    outputs: TensorDict
+
+
 class PayloadLog:
     """The sampled request log of one ingress process (all models)."""
 
@@ -120,35 +134,29 @@ class PayloadLog:
         ratio = self.settings.sample_ratio
         return ratio >= 1.0 or (ratio > 0.0 and self._rng.random() < ratio)
 
-    def record(
-        self,
-        *,
-        model: str,
-        version: str,
-        request_id: str,
-        route_key: str | None,
-        latency_s: float,
-        inputs: TensorDict,
-        outputs: TensorDict,
-    ) -> None:
+    def record(self, payload: Payload) -> None:
         """Queue one request's record (call only for sampled requests); never raises."""
         try:
             rec = {
                 "ts": time.time(),
-                "model": model,
-                "version": version,
-                "id": request_id,
-                "route_key": route_key,
-                "latency_s": round(latency_s, 6),
-                "inputs": {n: encode_tensor(a, self._max_tensor) for n, a in inputs.items()},
-                "outputs": {n: encode_tensor(a, self._max_tensor) for n, a in outputs.items()},
+                "model": payload.model,
+                "version": payload.version,
+                "id": payload.request_id,
+                "route_key": payload.route_key,
+                "latency_s": round(payload.latency_s, 6),
+                "inputs": {
+                    n: encode_tensor(a, self._max_tensor) for n, a in payload.inputs.items()
+                },
+                "outputs": {
+                    n: encode_tensor(a, self._max_tensor) for n, a in payload.outputs.items()
+                },
             }
             self._queue.put_nowait(rec)
         except queue.Full:
             self.dropped += 1
         except Exception as exc:  # a tensor we cannot encode must not fail the request
             self.failed += 1
-            logger.warning("payload log: could not record a %s request: %s", model, exc)
+            logger.warning("payload log: could not record a %s request: %s", payload.model, exc)
 
     def path_for(self, model: str) -> Path:
         return self.directory / model / f"payloads-{self.process}.jsonl"

@@ -19,6 +19,7 @@ from rayfront.drift import (
 from rayfront.drift_report import compute_report, plot_report
 from rayfront.monitor import LiveMonitor
 from rayfront.payload_log import (
+    Payload,
     PayloadLog,
     PayloadLogSettings,
     decode_tensor,
@@ -94,13 +95,15 @@ def test_payload_log_round_trips_tensors_and_metadata_when_sampled(tmp_path):
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     words = np.array([b"a", b"bc"], dtype=object)
     log.record(
-        model="m",
-        version="2",
-        request_id="r1",
-        route_key="user-7",
-        latency_s=0.0123,
-        inputs={"x": x, "s": words},
-        outputs={"y": x * 2},
+        Payload(
+            model="m",
+            version="2",
+            request_id="r1",
+            route_key="user-7",
+            latency_s=0.0123,
+            inputs={"x": x, "s": words},
+            outputs={"y": x * 2},
+        )
     )
     assert log.flush()
     (rec,) = list(read_records(tmp_path / "payloads", "m"))
@@ -115,9 +118,11 @@ def test_payload_log_keeps_big_tensors_as_headers_when_over_the_cap(tmp_path):
     log = PayloadLog(_settings(tmp_path, sample_ratio=1.0, max_tensor_kb=1), process="p1")
     big = np.zeros((1, 1024), np.float32)  # 4 KiB
     log.record(
+    Payload(
         model="m", version="1", request_id="", route_key=None, latency_s=0.0,
         inputs={"x": big}, outputs={},
-    )  # fmt: skip
+        )
+)  # fmt: skip
     log.flush()
     (rec,) = list(read_records(tmp_path / "payloads", "m"))
     assert rec["inputs"]["x"] == {"datatype": "FP32", "shape": [1, 1024], "truncated": True}
@@ -131,9 +136,11 @@ def test_payload_log_rotates_and_bounds_disk_when_files_fill(tmp_path):
     x = np.zeros((1, 256), np.float32)  # ~1.4 KB a record: 10 KB files hold ~7
     for i in range(60):
         log.record(
+    Payload(
             model="m", version="1", request_id=str(i), route_key=None, latency_s=0.0,
             inputs={"x": x}, outputs={},
-        )  # fmt: skip
+            )
+)  # fmt: skip
     assert log.flush()
     files = log_files(tmp_path / "payloads", "m")
     assert [f.name for f in files] == [
@@ -152,9 +159,11 @@ def test_payload_log_drops_instead_of_growing_when_the_writer_is_behind(tmp_path
     log.close()  # no writer: the queue can only fill
     for i in range(5):
         log.record(
+    Payload(
             model="m", version="1", request_id=str(i), route_key=None, latency_s=0.0,
             inputs={"x": np.zeros((1, 2), np.float32)}, outputs={},
-        )  # fmt: skip
+            )
+)  # fmt: skip
     assert log.dropped == 3
 
 
@@ -186,13 +195,17 @@ def test_live_monitor_exports_drift_gauges_and_logs_when_requests_arrive(tmp_pat
     for i in range(20):
         x = REFERENCE[i * 10 : (i + 1) * 10] + 2.0  # shifted inputs
         monitor.observe(
+    Payload(
             model="m", version="1", request_id=str(i), route_key=None, latency_s=0.001,
             inputs={"x": x}, outputs={"y": x * 2},
-        )  # fmt: skip
+            )
+)  # fmt: skip
     monitor.observe(
+    Payload(
         model="m", version="9", request_id="n", route_key=None, latency_s=0.001,
         inputs={"x": REFERENCE[:1]}, outputs={},
-    )  # fmt: skip
+        )
+)  # fmt: skip
     assert monitor.log.flush()
     text = generate_latest(registry).decode()
     line = next(
@@ -213,9 +226,11 @@ def test_drift_report_flags_shifted_tensors_and_plots_when_log_has_records(tmp_p
     for i in range(30):
         x = REFERENCE[i * 5 : (i + 1) * 5]
         log.record(
+    Payload(
             model="m", version="1", request_id=str(i), route_key=None, latency_s=0.0,
             inputs={"x": x + 3.0}, outputs={"y": x * 2},
-        )  # fmt: skip
+            )
+)  # fmt: skip
     log.flush()
     report = compute_report(ref, tmp_path / "payloads", "m", "1")
     by = {(t.role, t.tensor): t for t in report.tensors}
@@ -243,9 +258,11 @@ def test_drift_report_command_prints_json_and_refuses_unknown_model_when_run(tmp
     )
     log = PayloadLog(_settings(tmp_path, sample_ratio=1.0), process="p1")
     log.record(
+    Payload(
         model="m", version="1", request_id="0", route_key=None, latency_s=0.0,
         inputs={"x": REFERENCE[:50]}, outputs={},
-    )  # fmt: skip
+        )
+)  # fmt: skip
     log.flush()
     args = ["drift", "report", "m", "--payload-log", str(tmp_path / "payloads")]
     result = CliRunner().invoke(app, [*args, "-r", str(tmp_path / "repo"), "--json"])
