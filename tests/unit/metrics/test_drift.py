@@ -118,11 +118,16 @@ def test_payload_log_keeps_big_tensors_as_headers_when_over_the_cap(tmp_path):
     log = PayloadLog(_settings(tmp_path, sample_ratio=1.0, max_tensor_kb=1), process="p1")
     big = np.zeros((1, 1024), np.float32)  # 4 KiB
     log.record(
-    Payload(
-        model="m", version="1", request_id="", route_key=None, latency_s=0.0,
-        inputs={"x": big}, outputs={},
+        Payload(
+            model="m",
+            version="1",
+            request_id="",
+            route_key=None,
+            latency_s=0.0,
+            inputs={"x": big},
+            outputs={},
         )
-)  # fmt: skip
+    )
     log.flush()
     (rec,) = list(read_records(tmp_path / "payloads", "m"))
     assert rec["inputs"]["x"] == {"datatype": "FP32", "shape": [1, 1024], "truncated": True}
@@ -136,11 +141,16 @@ def test_payload_log_rotates_and_bounds_disk_when_files_fill(tmp_path):
     x = np.zeros((1, 256), np.float32)  # ~1.4 KB a record: 10 KB files hold ~7
     for i in range(60):
         log.record(
-    Payload(
-            model="m", version="1", request_id=str(i), route_key=None, latency_s=0.0,
-            inputs={"x": x}, outputs={},
+            Payload(
+                model="m",
+                version="1",
+                request_id=str(i),
+                route_key=None,
+                latency_s=0.0,
+                inputs={"x": x},
+                outputs={},
             )
-)  # fmt: skip
+        )
     assert log.flush()
     files = log_files(tmp_path / "payloads", "m")
     assert [f.name for f in files] == [
@@ -159,11 +169,16 @@ def test_payload_log_drops_instead_of_growing_when_the_writer_is_behind(tmp_path
     log.close()  # no writer: the queue can only fill
     for i in range(5):
         log.record(
-    Payload(
-            model="m", version="1", request_id=str(i), route_key=None, latency_s=0.0,
-            inputs={"x": np.zeros((1, 2), np.float32)}, outputs={},
+            Payload(
+                model="m",
+                version="1",
+                request_id=str(i),
+                route_key=None,
+                latency_s=0.0,
+                inputs={"x": np.zeros((1, 2), np.float32)},
+                outputs={},
             )
-)  # fmt: skip
+        )
     assert log.dropped == 3
 
 
@@ -195,17 +210,27 @@ def test_live_monitor_exports_drift_gauges_and_logs_when_requests_arrive(tmp_pat
     for i in range(20):
         x = REFERENCE[i * 10 : (i + 1) * 10] + 2.0  # shifted inputs
         monitor.observe(
-    Payload(
-            model="m", version="1", request_id=str(i), route_key=None, latency_s=0.001,
-            inputs={"x": x}, outputs={"y": x * 2},
+            Payload(
+                model="m",
+                version="1",
+                request_id=str(i),
+                route_key=None,
+                latency_s=0.001,
+                inputs={"x": x},
+                outputs={"y": x * 2},
             )
-)  # fmt: skip
-    monitor.observe(
-    Payload(
-        model="m", version="9", request_id="n", route_key=None, latency_s=0.001,
-        inputs={"x": REFERENCE[:1]}, outputs={},
         )
-)  # fmt: skip
+    monitor.observe(
+        Payload(
+            model="m",
+            version="9",
+            request_id="n",
+            route_key=None,
+            latency_s=0.001,
+            inputs={"x": REFERENCE[:1]},
+            outputs={},
+        )
+    )
     assert monitor.log.flush()
     text = generate_latest(registry).decode()
     line = next(
@@ -226,11 +251,16 @@ def test_drift_report_flags_shifted_tensors_and_plots_when_log_has_records(tmp_p
     for i in range(30):
         x = REFERENCE[i * 5 : (i + 1) * 5]
         log.record(
-    Payload(
-            model="m", version="1", request_id=str(i), route_key=None, latency_s=0.0,
-            inputs={"x": x + 3.0}, outputs={"y": x * 2},
+            Payload(
+                model="m",
+                version="1",
+                request_id=str(i),
+                route_key=None,
+                latency_s=0.0,
+                inputs={"x": x + 3.0},
+                outputs={"y": x * 2},
             )
-)  # fmt: skip
+        )
     log.flush()
     report = compute_report(ref, tmp_path / "payloads", "m", "1")
     by = {(t.role, t.tensor): t for t in report.tensors}
@@ -258,11 +288,16 @@ def test_drift_report_command_prints_json_and_refuses_unknown_model_when_run(tmp
     )
     log = PayloadLog(_settings(tmp_path, sample_ratio=1.0), process="p1")
     log.record(
-    Payload(
-        model="m", version="1", request_id="0", route_key=None, latency_s=0.0,
-        inputs={"x": REFERENCE[:50]}, outputs={},
+        Payload(
+            model="m",
+            version="1",
+            request_id="0",
+            route_key=None,
+            latency_s=0.0,
+            inputs={"x": REFERENCE[:50]},
+            outputs={},
         )
-)  # fmt: skip
+    )
     log.flush()
     args = ["drift", "report", "m", "--payload-log", str(tmp_path / "payloads")]
     result = CliRunner().invoke(app, [*args, "-r", str(tmp_path / "repo"), "--json"])
