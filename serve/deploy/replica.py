@@ -25,6 +25,7 @@ from typing import Any
 
 from rayfront.deploy import kv
 from rayfront.engine import EngineSettings, VersionEngine
+from rayfront.gpu_metrics import gpu_collector
 from rayfront.metrics import ModelMetrics, RecorderGroup
 from rayfront.repository.layout import Repository
 from rayfront.stats import StatsAggregator
@@ -82,6 +83,9 @@ class ModelVersion:
         # Executions, batch sizes and queue waits are counted here, where batching lives;
         # every ingress shows them through the telemetry board.
         self.metrics, self.stats = ModelMetrics(), StatsAggregator()
+        gpus = gpu_collector()
+        if gpus is not None:
+            self.metrics.registry.register(gpus)
         self.engine = await asyncio.to_thread(
             VersionEngine.load,
             spec,
