@@ -22,6 +22,7 @@ POST        /v2/rayfront/canary/{model}/pause           ``{"reason": "..."}`` (o
 POST        /v2/rayfront/canary/{model}/resume          none
 POST        /v2/rayfront/canary/{model}/promote         ``{"reason": "..."}`` (optional)
 POST        /v2/rayfront/canary/{model}/abort           ``{"reason": "..."}`` (optional)
+POST        /v2/rayfront/canary/{model}/rehearsal       a RehearsalResult (kept, newest ten)
 ==========  ==========================================  ========================================
 
 ``start`` answers 409 when the model already has an active rollout, 404 for an unknown
@@ -37,7 +38,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rayfront.canary.controller import CanaryManager
-from rayfront.canary.state import RolloutPlan, describe_validation_error
+from rayfront.canary.state import RehearsalResult, RolloutPlan, describe_validation_error
 from rayfront.errors import InvalidArgumentError
 from rayfront.protocol.http_app import RequestContext, Response, Route
 
@@ -139,8 +140,20 @@ def canary_routes(manager: CanaryManager) -> list[Route]:
 
         return run
 
+    def rehearsal(params: dict[str, str], body: JsonBody) -> dict[str, Any]:
+        model = params["model"]
+        try:
+            result = RehearsalResult.model_validate(_obj(body, f"rehearsal of model {model!r}"))
+        except ValidationError as exc:
+            raise InvalidArgumentError(
+                f"rehearsal of model {model!r}: {describe_validation_error(exc)}"
+            ) from None
+        manager.record_rehearsal(model, result)
+        return manager.status(model)
+
     routes = [
         route("GET", "", list_models, admin=False),
+        route("POST", "/{model}/rehearsal", rehearsal, admin=True),
         route("GET", "/{model}", status, admin=False),
         route("POST", "/{model}/start", start, admin=True),
         route("POST", "/{model}/weights", weights, admin=True),

@@ -17,9 +17,12 @@ import itertools
 import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import typer
+
+from rayfront.errors import RayfrontError
 
 app = typer.Typer(
     help="Canary rollouts: weights, shadow traffic, progressive delivery with analysis.",
@@ -226,6 +229,17 @@ def render_status(status: dict[str, Any], console: Any) -> None:
             console.print(f"  reason: {rollout['reason']}")
         console.print(f"  rollbacks: {rollout.get('rollback_count', 0)}")
 
+    for r in (status.get("rehearsals") or [])[-3:]:
+        color = "green" if r["verdict"] == "pass" else "red"
+        agreement = "n/a" if r.get("agreement") is None else f"{r['agreement']:.2%}"
+        console.print(
+            f"  rehearsal of v{r['canary_version']} on {r['requests']} recorded requests "
+            f"({r['at'][:19]}): [{color}]{r['verdict']}[/], agreement {agreement}, "
+            f"errors {r['errors']}, p50 {_ms(r.get('canary_p50_s'))} vs stable "
+            f"{_ms(r.get('stable_p50_s'))}"
+            + (f" - {'; '.join(r['reasons'])}" if r.get("reasons") else "")
+        )
+
     weights = Table(title="Traffic", show_edge=False)
     for col in ("version", "weight", "role", "live"):
         weights.add_column(col)
@@ -387,6 +401,15 @@ def start_command(
     grace: str = typer.Option(
         "30s", "--grace-period", help="Old version's replicas stay this long."
     ),
+    rehearse: bool = typer.Option(
+        False,
+        "--rehearse",
+        help="Replay recorded requests (--payload-log) against the pinned candidate first; "
+        "a failed rehearsal starts nothing.",
+    ),
+    payload_log: Path | None = typer.Option(
+        None, "--payload-log", help="With --rehearse: the server's payload log directory."
+    ),
     webhook: list[str] = typer.Option(
         [],
         "--webhook",
@@ -447,8 +470,141 @@ def start_command(
         plan["webhooks"] = hooks
     if stable is not None:
         plan["stable_version"] = stable.removeprefix("v")
+    if rehearse:
+        if payload_log is None:
+            raise typer.BadParameter("--rehearse needs --payload-log", param_hint="--payload-log")
+        try:
+            doc = run_rehearsal(
+                model, plan["canary_version"], stable=stable, payload_log=payload_log,
+                speed=1.0, max_requests=200, min_agreement=plan["min_agreement"] or 0.98,
+                alpha=alpha, latency_floor_ms=latency_floor_ms, url=url, token=token,
+            )  # fmt: skip
+        except RayfrontError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(1) from None
+        if doc["verdict"] != "pass":
+            typer.echo(
+                f"error: rehearsal of v{doc['canary_version']} failed; no rollout started: "
+                + "; ".join(doc["reasons"]),
+                err=True,
+            )
+            raise typer.Exit(1)
     status = _run(url, "POST", model_path(model, "/start"), plan, token)
     _show(status, as_json)
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+def run_rehearsal(
+    model: str,
+    version: str,
+    *,
+    stable: str | None,
+    payload_log: Path,
+    speed: float,
+    max_requests: int,
+    min_agreement: float,
+    alpha: float,
+    latency_floor_ms: float,
+    url: str,
+    token: str | None,
+) -> dict[str, Any]:
+    """Replay recorded traffic against the pinned candidate, persist and return the result."""
+    from rayfront.canary.rehearsal import http_sender, load_recorded, replay, score
+
+    status = _run(url, "GET", model_path(model), None, token)
+    stable = (stable or _heaviest(status)).removeprefix("v")
+    recorded = load_recorded(payload_log, model, stable, max_requests)
+    host = url.split("://", 1)[-1].rstrip("/")
+    typer.echo(
+        f"rehearsing v{version} of {model} on {len(recorded)} recorded requests of v{stable} "
+        f"at {speed:g}x their pace...",
+        err=True,
+    )
+    canary_out, stable_out = replay(
+        recorded, http_sender(host, model), canary=version, stable=stable, speed=speed
+    )
+    result = score(
+        recorded,
+        canary_out,
+        stable_out,
+        canary_version=version,
+        stable_version=stable,
+        speed=speed,
+        min_agreement=min_agreement,
+        alpha=alpha,
+        latency_floor_ms=latency_floor_ms,
+    )
+    doc = result.model_dump(mode="json")
+    _run(url, "POST", model_path(model, "/rehearsal"), doc, token)
+    return doc
+
+
+def _heaviest(status: dict[str, Any]) -> str:
+    weights = (status.get("policy") or {}).get("weights") or {}
+    if not weights:
+        raise RayfrontError(f"model {status.get('model')!r} has no weights; pass --stable")
+    return max(weights, key=lambda v: (weights[v], int(v) if v.isdigit() else -1))
+
+
+@app.command("rehearse")
+def rehearse_command(
+    model: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Option(
+        ..., "--version", help="Candidate version (pinned, no live traffic)."
+    ),
+    payload_log: Path = typer.Option(
+        ..., "--payload-log", help="The server's --payload-log directory (recorded requests)."
+    ),
+    stable: str | None = typer.Option(None, "--stable", help="Stable version (default: heaviest)."),
+    speed: float = typer.Option(1.0, "--speed", min=0.01, help="Replay pace x the recorded rate."),
+    max_requests: int = typer.Option(200, "--max-requests", min=1, help="Newest records replayed."),
+    min_agreement: str = typer.Option("0.98", "--min-agreement", help="Agreement needed."),
+    alpha: float = typer.Option(
+        0.05, "--alpha", min=0.0001, max=0.4999, help="Latency test level."
+    ),
+    latency_floor_ms: float = typer.Option(
+        5.0, "--latency-floor-ms", min=0.0, help="Median floor."
+    ),
+    as_json: bool = JsonOpt,
+    url: str = UrlOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Replay recorded real requests against the pinned --version and the stable; judge it.
+
+    Agreement with the recorded answers, errors, and latency against the stable on the same
+    requests at the same moments. The result is kept with the model (canary status shows it);
+    exit status 1 when it fails.
+    """
+    try:
+        agreement = parse_rate(min_agreement, what="--min-agreement")
+    except ValueError as exc:
+        raise _bad(exc, "--min-agreement") from None
+    try:
+        doc = run_rehearsal(
+            model, version.removeprefix("v"), stable=stable, payload_log=payload_log,
+            speed=speed, max_requests=max_requests, min_agreement=agreement, alpha=alpha,
+            latency_floor_ms=latency_floor_ms, url=url, token=token,
+        )  # fmt: skip
+    except RayfrontError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        typer.echo(
+            f"rehearsal of v{doc['canary_version']}: {doc['verdict']} "
+            f"({doc['requests']} requests, agreement "
+            f"{'n/a' if doc['agreement'] is None else format(doc['agreement'], '.2%')}, "
+            f"errors {doc['errors']}, p50 {_ms(doc['canary_p50_s'])} vs stable "
+            f"{_ms(doc['stable_p50_s'])})"
+        )
+        for reason in doc["reasons"]:
+            typer.echo(f"  - {reason}")
+    if doc["verdict"] != "pass":
+        raise typer.Exit(1)
 
 
 @app.command("status")

@@ -71,6 +71,7 @@ from rayfront.canary.state import (
     Decision,
     DecisionAction,
     ModelTraffic,
+    RehearsalResult,
     Retirement,
     RolloutPlan,
     RolloutState,
@@ -96,6 +97,9 @@ from rayfront.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Rehearsal results kept per model.
+MAX_REHEARSALS = 10
 
 SignatureOf = Callable[[str, str], Any]
 LiveVersions = Callable[[str], list[str]]
@@ -437,6 +441,24 @@ class CanaryManager:
             )
             self._post_rollout(state)
             return state
+
+    def record_rehearsal(self, model: str, result: RehearsalResult) -> None:
+        """Keep a rehearsal's result with the model's document (the newest ten)."""
+        with self._mutating(model):
+            self._check_live(
+                model, result.canary_version, self._live(model), what="rehearsed version"
+            )
+            doc = self._doc_or_default(model)
+            kept = [*doc.rehearsals, result][-MAX_REHEARSALS:]
+            self._commit(doc.model_copy(update={"rehearsals": kept}))
+        logger.info(
+            "model %r: rehearsal of version %s against %s: %s%s",
+            model,
+            result.canary_version,
+            result.stable_version,
+            result.verdict,
+            f" ({'; '.join(result.reasons)})" if result.reasons else "",
+        )
 
     def mark_retired(self, model: str, version: str) -> None:
         """The integrator scaled ``version`` down: forget its pending retirement."""
@@ -815,6 +837,7 @@ class CanaryManager:
                 "rollout": None,
                 "latest_comparison": None,
                 "retirements": [r.model_dump(mode="json") for r in doc.retirements] if doc else [],
+                "rehearsals": [r.model_dump(mode="json") for r in doc.rehearsals] if doc else [],
                 "warnings": [
                     f"version {v} has weight {w}% but is not live"
                     for v, w in policy.weights.items()

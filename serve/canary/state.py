@@ -355,6 +355,25 @@ class Retirement(_Doc):
         return check_version(v)
 
 
+class RehearsalResult(_Doc):
+    """How a candidate did on recorded traffic; persisted in the canary document."""
+
+    at: datetime = Field(description="When the rehearsal ended (UTC).")
+    canary_version: str = Field(description="The candidate.")
+    stable_version: str = Field(description="The version whose recorded answers it met.")
+    requests: int = Field(ge=0, description="Recorded requests replayed.")
+    speed: float = Field(gt=0, description="Replay pace as a multiple of the recorded rate.")
+    errors: int = Field(ge=0, description="Requests the candidate failed.")
+    agreement: float | None = Field(description="Share of rows agreeing with the recording.")
+    canary_p50_s: float | None = Field(description="Candidate median latency.")
+    canary_p99_s: float | None = Field(description="Candidate p99 latency.")
+    stable_p50_s: float | None = Field(description="Stable median latency, same requests.")
+    stable_p99_s: float | None = Field(description="Stable p99 latency, same requests.")
+    latency_p_value: float | None = Field(description="Mann-Whitney p (candidate slower).")
+    verdict: Literal["pass", "fail"] = Field(description="Whether the candidate may go live.")
+    reasons: list[str] = Field(default_factory=list, description="Every failed check.")
+
+
 class ModelTraffic(_Doc):
     """The whole persisted canary document of one model."""
 
@@ -366,6 +385,9 @@ class ModelTraffic(_Doc):
     )
     retirements: list[Retirement] = Field(
         default_factory=list, description="Old versions awaiting scale-down after promotion."
+    )
+    rehearsals: list[RehearsalResult] = Field(
+        default_factory=list, description="Recent rehearsals on recorded traffic, oldest first."
     )
     updated_at: datetime = Field(default_factory=utcnow, description="Last write (UTC).")
 
