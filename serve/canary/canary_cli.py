@@ -410,6 +410,12 @@ def start_command(
     payload_log: Path | None = typer.Option(
         None, "--payload-log", help="With --rehearse: the server's payload log directory."
     ),
+    rehearse_requests: int = typer.Option(
+        200, "--rehearse-requests", min=1, help="With --rehearse: newest records replayed."
+    ),
+    rehearse_speed: float = typer.Option(
+        1.0, "--rehearse-speed", min=0.01, help="With --rehearse: pace x the recorded rate."
+    ),
     webhook: list[str] = typer.Option(
         [],
         "--webhook",
@@ -476,7 +482,8 @@ def start_command(
         try:
             doc = run_rehearsal(
                 model, plan["canary_version"], stable=stable, payload_log=payload_log,
-                speed=1.0, max_requests=200, min_agreement=plan["min_agreement"] or 0.98,
+                speed=rehearse_speed, max_requests=rehearse_requests,
+                min_agreement=plan["min_agreement"] or 0.98,
                 alpha=alpha, latency_floor_ms=latency_floor_ms, url=url, token=token,
             )  # fmt: skip
         except RayfrontError as exc:

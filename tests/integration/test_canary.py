@@ -90,8 +90,17 @@ def canary_server(tmp_path_factory):
         digits.MAX_BATCH_SIZE,
         version_policy="all",
     )
+    logs = tmp_path_factory.mktemp("canary-logs")
     server = start_server(
-        root, tmp_path_factory.mktemp("canary-logs") / "serve.log", "--admin-token", ADMIN_TOKEN
+        root,
+        logs / "serve.log",
+        "--admin-token",
+        ADMIN_TOKEN,
+        # Every request recorded: rehearsals replay them.
+        "--payload-log",
+        str(logs / "payloads"),
+        "--payload-sample-ratio",
+        "1",
     )
     try:
         # New versions exported while serving, then loaded through the repository API.
@@ -254,6 +263,42 @@ def _fast_plan(canary_version: str) -> dict:
         "min_requests": 10,
         "shadow_percent": 50,
     }
+
+
+def test_rehearsal_stops_bad_candidate_before_live_traffic_and_passes_good_one(canary_server):
+    _api(canary_server, "POST", "/weights", {"weights": {"1": 100, "2": 0, "3": 0}})
+    assert set(_burst(canary_server.http_url, 60)) == {"1"}  # fresh recorded traffic of v1
+    payloads = str(canary_server.log.parent / "payloads")
+    time.sleep(1.0)  # the payload log's writer thread catches up
+
+    bad = _cli(
+        canary_server, "start", "digits", "--version", "3", "--steps", "10,100",
+        "--interval", "2s", "--rehearse", "--payload-log", payloads,
+        "--rehearse-requests", "40", "--rehearse-speed", "20",
+    )  # fmt: skip
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "rehearsal of v3 failed; no rollout started" in bad.stderr
+    assert "agreement with the recorded answers" in bad.stderr
+    doc = _api(canary_server, "GET", "")[1]
+    assert doc["policy"]["weights"].get("3", 0) == 0  # never received live traffic
+    assert doc["rollout"] is None  # the start was refused: nothing to resume or promote
+
+    good = _cli(
+        canary_server, "rehearse", "digits", "--version", "2", "--payload-log", payloads,
+        "--max-requests", "40", "--speed", "20", "--json",
+    )  # fmt: skip
+    assert good.returncode == 0, good.stdout + good.stderr
+    result = json.loads(good.stdout)
+    assert result["verdict"] == "pass" and result["agreement"] == 1.0
+    assert result["requests"] == 40 and result["stable_version"] == "1"
+    kept = _api(canary_server, "GET", "")[1]["rehearsals"]
+    assert [(r["canary_version"], r["verdict"]) for r in kept[-2:]] == [
+        ("3", "fail"),
+        ("2", "pass"),
+    ]
+    assert (
+        "rehearsal of v2 on 40 recorded requests" in _cli(canary_server, "status", "digits").stdout
+    )
 
 
 def test_progressive_rollout_rolls_back_bad_candidate_when_agreement_low(canary_server):
