@@ -17,14 +17,20 @@ import pydantic
 import typer
 
 from rayfront.errors import RayfrontError
+from rayfront.repository.remote import is_remote
 
 logger = logging.getLogger("rayfront")
 
 ADMIN_TOKEN_ENV = "RAYFRONT_ADMIN_TOKEN"
 
 RepositoryOpt = Annotated[
-    Path,
-    typer.Option("--repository", "-r", help="Triton model repository to serve."),
+    str,
+    typer.Option(
+        "--repository",
+        "-r",
+        help="Triton model repository to serve: a folder, or a URL (s3://, gs://, file://) "
+        "pulled into --repository-cache first.",
+    ),
 ]
 
 
@@ -43,7 +49,7 @@ def _load_settings_from_yaml(path: Path) -> dict:
 
 def serve_command(
     ctx: typer.Context,
-    repository: RepositoryOpt = Path("model_repository"),
+    repository: RepositoryOpt = "model_repository",
     http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port (0 disables gRPC).")] = 8001,
     host: Annotated[
@@ -130,6 +136,10 @@ def serve_command(
             "(rayfront_input_drift / rayfront_output_drift on /metrics; rayfront drift report)."
         ),
     ] = None,
+    repository_cache: Annotated[
+        Path,
+        typer.Option(help="Where a --repository URL is pulled to (one folder per URL)."),
+    ] = Path.home() / ".cache" / "rayfront" / "repositories",
     payload_sample_ratio: Annotated[
         float, typer.Option(help="Share of successful requests the payload log keeps.")
     ] = 0.1,
@@ -141,6 +151,21 @@ def serve_command(
     """
     from rayfront.settings import ServerSettings
 
+    if is_remote(repository):
+        from rayfront.repository.remote import cache_dir_for, pull
+
+        local = cache_dir_for(repository, repository_cache)
+        try:
+            report = pull(repository, local)
+        except RayfrontError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(
+            f"pulled {repository} into {local}: {len(report['updated'])} updated, "
+            f"{len(report['unchanged'])} unchanged",
+            err=True,
+        )
+        repository = str(local)
     base: dict = _load_settings_from_yaml(config) if config else {}
     explicit = {
         "repository": repository,

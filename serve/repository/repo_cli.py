@@ -234,3 +234,28 @@ def list_command(
         console.print(Text("* = served under the model's version_policy"))
     else:
         console.print(Text(f"no models in {repo.root}"))
+
+
+@app.command("pull")
+def pull_command(
+    url: Annotated[str, typer.Argument(help="Repository URL: s3://..., gs://..., file://...")],
+    into: Annotated[Path, typer.Argument(help="Local folder to serve from.")],
+) -> None:
+    """Bring a repository on object storage into a local folder, version by version, atomically.
+
+    New and changed versions are staged and renamed into place; unchanged ones are skipped;
+    local canary state (rollout.json) is kept. Run it on each node of a cluster that serves
+    from local disks, then `rayfront serve -r FOLDER` (or pass the URL to `serve -r`).
+    """
+    from rayfront.errors import RayfrontError
+    from rayfront.repository.remote import pull
+
+    try:
+        report = pull(url, into)
+    except RayfrontError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    for key in report["updated"]:
+        typer.echo(f"updated   {key}")
+    for key in report["unchanged"]:
+        typer.echo(f"unchanged {key}")

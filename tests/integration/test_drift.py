@@ -1,5 +1,8 @@
 """Payload log and live drift through the real server, against the digits export reference.
 
+The server serves a repository from a URL (``file://``, as it would ``s3://``), pulled into
+its local cache first.
+
 The digits demo is exported with its training images as the reference
 (``rayfront export --reference``). Held-out digits keep the drift gauge low; the same
 digits with their contrast inverted push it past the "significant" line, on /metrics
@@ -55,14 +58,23 @@ def _wait_psi(url: str, check, timeout_s: float = 30.0) -> float:
 
 def test_drift_gauge_and_report_rise_when_live_inputs_shift(model_repository, tmp_path):
     from rayfront.export.demos.digits import load_data
+    from rayfront.repository.remote import cache_dir_for
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copytree(model_repository / "digits", repo / "digits")
+    # The repository comes from "object storage" (file://), pulled into a local cache.
+    remote = tmp_path / "bucket"
+    remote.mkdir()
+    shutil.copytree(model_repository / "digits", remote / "digits")
+    url = f"file://{remote}"
+    cache = tmp_path / "cache"
+    repo = cache_dir_for(url, cache)
     logs = tmp_path / "payloads"
     server = start_server(
-        repo,
+        remote,
         tmp_path / "serve.log",
+        "--repository",
+        url,
+        "--repository-cache",
+        str(cache),
         "--grpc-port",
         "0",
         "--payload-log",
@@ -70,6 +82,7 @@ def test_drift_gauge_and_report_rise_when_live_inputs_shift(model_repository, tm
         "--payload-sample-ratio",
         "1",
     )
+    assert (repo / "digits" / "1" / "model.onnx").is_file()
     try:
         client = httpclient.InferenceServerClient(server.http_url)
         held_out = load_data().x_test[:160].astype(np.float32)
