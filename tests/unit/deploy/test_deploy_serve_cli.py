@@ -159,3 +159,46 @@ def test_print_config_format_is_checked(tmp_path: Path):
     result = _print_config(tmp_path, "--format", "helm")
     assert result.exit_code == 1
     assert "expected 'serve' or 'rayservice'" in result.output
+
+
+def test_print_config_carries_tracing_payload_log_and_pulled_repository_when_flagged(
+    tmp_path: Path,
+):
+    from rayfront.repository.remote import cache_dir_for
+
+    bucket = tmp_path / "bucket"
+    (bucket / "m" / "1").mkdir(parents=True)
+    (bucket / "m" / "config.pbtxt").write_text(
+        'name: "m"\nplatform: "onnxruntime_onnx"\n'
+        'input { name: "x" data_type: TYPE_FP32 dims: [ 2 ] }\n'
+        'output { name: "y" data_type: TYPE_FP32 dims: [ 2 ] }\n'
+    )
+    (bucket / "m" / "1" / "model.onnx").write_bytes(b"x")
+    url = f"file://{bucket}"
+    result = CliRunner().invoke(
+        app,
+        [
+            "serve", "-r", url, "--repository-cache", str(tmp_path / "cache"), "--print-config",
+            "--trace-file", str(tmp_path / "traces.jsonl"), "--trace-sample-ratio", "0.5",
+            "--payload-log", str(tmp_path / "payloads"), "--payload-sample-ratio", "0.25",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    args = yaml.safe_load(result.output.split("\n", 1)[1])["applications"][-1]["args"]
+    assert args["repository"] == str(cache_dir_for(url, tmp_path / "cache"))
+    assert args["tracing"]["jsonl_path"] == str(tmp_path / "traces.jsonl")
+    assert args["tracing"]["sample_ratio"] == 0.5
+    assert args["payload_log"]["directory"] == str(tmp_path / "payloads")
+    assert args["payload_log"]["sample_ratio"] == 0.25
+
+
+def test_serve_refuses_relative_trace_file_in_yaml_when_validated(tmp_path: Path):
+    path = _yaml(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["applications"][0]["args"]["tracing"] = {"jsonl_path": "traces.jsonl"}
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["serve", "--config", str(path), "--print-config"])
+    assert result.exit_code == 1
+    assert (
+        "tracing: Value error, tracing jsonl_path 'traces.jsonl' must be absolute" in result.output
+    )
