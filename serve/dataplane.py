@@ -209,19 +209,16 @@ class ServingDataPlane:
         try:
             require_ready(entry, version, served)
             validate_request(request, entry.spec)
-            if trace is None:
-                outputs = await served.queue.submit(
-                    request.inputs, timeout_us=request.timeout_us, priority=request.priority
-                )
-            else:
+            if trace is not None:
                 trace.annotate(model=entry.name, version=version)
                 trace.mark("validated")
-                outputs = await served.queue.submit(
-                    request.inputs,
-                    timeout_us=request.timeout_us,
-                    priority=request.priority,
-                    timing=trace.timing,
-                )
+            outputs = await served.queue.submit(
+                request.inputs,
+                timeout_us=request.timeout_us,
+                priority=request.priority,
+                timing=trace.timing if trace is not None else None,
+            )
+            if trace is not None:
                 trace.mark("returned")
             ok = True
         except BaseException as exc:

@@ -30,16 +30,18 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 logger = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
+
+_T = TypeVar("_T")
 
 
 class TracingSettings(BaseModel):
@@ -287,3 +289,23 @@ def stage_spans(
         # Failed between stages: the rest of the request, so the children still add up.
         out.append(("error", cursor, end_ns, {}))
     return out
+
+
+async def traced(
+    tracer: Tracer | None,
+    carrier: Mapping[str, str] | None,
+    protocol: str,
+    handle: Callable[[RequestTrace | None], Awaitable[_T]],
+) -> _T:
+    """Run one protocol handler under a request trace when it is sampled (the one wrapper
+    the HTTP and gRPC adapters share): the trace ends with the handler, failed or not."""
+    trace = tracer.begin(carrier, protocol) if tracer is not None else None
+    if trace is None:
+        return await handle(None)
+    try:
+        result = await handle(trace)
+    except BaseException as exc:
+        trace.finish(exc)
+        raise
+    trace.finish()
+    return result

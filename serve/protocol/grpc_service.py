@@ -34,7 +34,7 @@ from rayfront.protocol import grpc_codec
 from rayfront.protocol.contract import InferenceService, RepositoryService
 from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import PARAM_ROUTE_KEY, InferRequest
-from rayfront.tracing import RequestTrace
+from rayfront.tracing import RequestTrace, traced
 
 logger = logging.getLogger(__name__)
 
@@ -225,17 +225,12 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         shm: SharedMemoryRegistry | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> Any:
-        tracer = self.dataplane.tracer
-        trace = tracer.begin(metadata, "grpc") if tracer is not None else None
-        if trace is None:
-            return await self._infer_traced(request, route_key, shm, None)
-        try:
-            response = await self._infer_traced(request, route_key, shm, trace)
-        except BaseException as exc:
-            trace.finish(exc)
-            raise
-        trace.finish()
-        return response
+        return await traced(
+            self.dataplane.tracer,
+            metadata,
+            "grpc",
+            lambda t: self._infer_traced(request, route_key, shm, t),
+        )
 
     async def _infer_traced(
         self,

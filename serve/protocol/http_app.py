@@ -44,7 +44,7 @@ from rayfront.protocol import http_codec
 from rayfront.protocol.contract import InferenceService, RepositoryService
 from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import InferRequest, InferResponse
-from rayfront.tracing import RequestTrace
+from rayfront.tracing import RequestTrace, traced
 
 logger = logging.getLogger(__name__)
 
@@ -530,17 +530,9 @@ class HTTPApp:
         return Response(b"", 200)
 
     async def _infer(self, ctx: RequestContext) -> Response:
-        tracer = self.dataplane.tracer
-        trace = tracer.begin(ctx.headers, "http") if tracer is not None else None
-        if trace is None:
-            return await self._infer_traced(ctx, None)
-        try:
-            response = await self._infer_traced(ctx, trace)
-        except BaseException as exc:
-            trace.finish(exc)
-            raise
-        trace.finish()
-        return response
+        return await traced(
+            self.dataplane.tracer, ctx.headers, "http", lambda t: self._infer_traced(ctx, t)
+        )
 
     async def _infer_traced(self, ctx: RequestContext, trace: RequestTrace | None) -> Response:
         p = ctx.params

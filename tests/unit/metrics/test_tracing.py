@@ -180,3 +180,28 @@ def test_tracer_exports_stage_spans_over_otlp_when_endpoint_is_set(collector):
         ["infer", "decode", "validate", "transfer", "queue", "compute", "transfer", "encode"]
     )
     tracer.shutdown()
+
+
+def test_traced_ends_the_trace_with_the_handler_whether_it_fails_or_not(tmp_path):
+    import asyncio
+
+    from rayfront.tracing import traced
+
+    tracer, path = _tracer(tmp_path, sample_ratio=1.0)
+    seen = []
+
+    async def ok(trace):
+        seen.append(trace is not None)
+        trace.mark("decoded")
+        return "answer"
+
+    async def boom(trace):
+        raise KeyError("x")
+
+    assert asyncio.run(traced(tracer, None, "grpc", ok)) == "answer"
+    with pytest.raises(KeyError):
+        asyncio.run(traced(tracer, None, "grpc", boom))
+    assert asyncio.run(traced(None, None, "grpc", lambda t: asyncio.sleep(0, "off"))) == "off"
+    tracer.flush()
+    roots = [s for s in _spans(path) if s["name"] == "infer"]
+    assert [r["status"] for r in roots] == ["UNSET", "ERROR"] and seen == [True]
