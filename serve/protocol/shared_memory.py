@@ -198,7 +198,7 @@ class SharedMemoryRegistry:
         if byte_size != expected:
             raise InvalidArgumentError(
                 f"input '{tensor}' of model '{model}': shared_memory_byte_size {byte_size} "
-                f"does not match {datatype}{list(shape)} ({expected} bytes)"
+                f"in region '{name}' does not match {datatype}{list(shape)} ({expected} bytes)"
             )
         return FileTensor(
             ref,
