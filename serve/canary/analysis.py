@@ -5,7 +5,8 @@ failure, latency in seconds), mirrored executions included: they run on the cana
 say as much about it as routed ones. At the end of a step the controller summarises the
 windows and calls :func:`analyze`, which is a pure function of its inputs:
 
-1. canary requests below ``min_requests`` -> **pause** ("insufficient data: ..."), unless
+1. canary requests below ``min_requests`` -> **pause** ("insufficient data: ..."; the
+   controller first lets the step collect for ``data_patience_intervals`` more intervals), unless
    the canary already has more errors than ``max_error_rate * min_requests`` allows: it
    would fail the step even had it reached ``min_requests`` with no further error, and
    pausing would leave it serving its share, so -> **rollback** at once;
@@ -176,6 +177,8 @@ class Verdict:
     action: VerdictAction
     reason: str
     comparison: dict[str, Any] = field(default_factory=dict)
+    #: A pause for want of data: the step may keep collecting before it really pauses.
+    inconclusive: bool = False
 
 
 def _finite(x: float | None) -> float | None:
@@ -233,6 +236,7 @@ def analyze(
             "pause",
             f"insufficient data: canary requests {c.requests} < min_requests {plan.min_requests}",
             cmp,
+            inconclusive=True,
         )
 
     # 2. Something to compare with?
@@ -245,6 +249,7 @@ def analyze(
                 f"insufficient data: stable requests {s.requests} < min_requests "
                 f"{plan.min_requests} and no stable baseline from an earlier step",
                 cmp,
+                inconclusive=True,
             )
         base = stable_baseline
         cmp["stable_source"] = "baseline"
@@ -332,6 +337,6 @@ def analyze(
     if failures:
         return Verdict("rollback", "; ".join(failures), cmp)
     if agreement_pending is not None:
-        return Verdict("pause", agreement_pending, cmp)
+        return Verdict("pause", agreement_pending, cmp, inconclusive=True)
     passed = ", ".join(f"{ch['metric']} ok" for ch in checks)
     return Verdict("advance", f"all checks passed ({passed})", cmp)

@@ -387,6 +387,12 @@ def start_command(
         help="Significance level: errors and latency fail a step only when a one-sided test "
         "(two-proportion z, Mann-Whitney U) finds the canary worse at this level.",
     ),
+    data_patience: float = typer.Option(
+        4.0,
+        "--data-patience",
+        min=0.0,
+        help="Intervals a step short of data keeps collecting before it pauses.",
+    ),
     latency_floor_ms: float = typer.Option(
         5.0,
         "--latency-floor-ms",
@@ -461,6 +467,7 @@ def start_command(
         min_requests=min_requests,
         alpha=alpha,
         latency_floor_ms=latency_floor_ms,
+        data_patience_intervals=data_patience,
         output_kind=output_kind,
         min_shadow_samples=min_shadow_samples,
         agreement_atol=agreement_atol,

@@ -578,6 +578,11 @@ class CanaryManager:
         if now - started < plan.interval_s:
             return None
         verdict = self._gated(self._analyze(model, ro), plan)
+        patience = plan.interval_s * (1 + plan.data_patience_intervals)
+        if verdict.inconclusive and now - started < patience:
+            # Too little traffic so far: keep the step running and judge it again next tick
+            # (low traffic must not stall a rollout at the first interval boundary).
+            return None
         final = ro.step_index + 1 >= len(plan.steps)
         if verdict.action == "advance":
             hook = "confirm-promotion" if final else "confirm-rollout"

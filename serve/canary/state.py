@@ -166,6 +166,12 @@ class RolloutPlan(_Doc):
     min_requests: int = Field(
         default=100, ge=1, description="Canary requests a step needs before it can be judged."
     )
+    data_patience_intervals: float = Field(
+        default=4.0,
+        ge=0.0,
+        description="A step still short of data at its interval keeps running and collecting "
+        "for up to this many more intervals before it pauses (0 = pause at once).",
+    )
     alpha: float = Field(
         default=0.05,
         gt=0.0,

@@ -164,7 +164,11 @@ def test_rollout_pauses_when_data_is_insufficient_and_advances_after_resume(make
     manager = make_manager()
     manager.start(MODEL, _plan())
     _traffic(manager, 100, random.Random(3))  # ~5 canary requests < 50
-    _tick(manager, clock, 31)
+    # At the interval the step keeps collecting (4 more intervals by default)...
+    assert _tick(manager, clock, 31) == []
+    assert manager.status(MODEL)["rollout"]["status"] == "running"
+    # ...and pauses once its patience is spent with still too little data.
+    _tick(manager, clock, 120)
     ro = manager.status(MODEL)["rollout"]
     assert ro["status"] == "paused"
     assert ro["reason"].startswith("insufficient data: canary requests")
@@ -445,3 +449,14 @@ def test_a_process_starts_a_new_window_when_another_advances_the_step(make_manag
     windows = other.export_windows()[MODEL]
     assert all(w["requests"] == 0 for w in windows["versions"].values())
     assert windows["step"] == judge.export_windows()[MODEL]["step"]
+
+
+def test_rollout_advances_when_a_short_step_gathers_its_data_within_patience(make_manager, clock):
+    manager = make_manager()
+    manager.start(MODEL, _plan())
+    _traffic(manager, 100, random.Random(5))
+    assert _tick(manager, clock, 31) == []  # short of data at the interval: still running
+    _traffic(manager, 1_500, random.Random(6))
+    (decision,) = _tick(manager, clock, 30)
+    assert decision[1].action == "advance"
+    assert manager.policy(MODEL).weights == {"1": 75, "2": 25}
