@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rayfront.canary.controller import CanaryManager
 from rayfront.canary.state import RehearsalResult, RolloutPlan, describe_validation_error
@@ -45,6 +45,7 @@ from rayfront.protocol.http_app import RequestContext, Response, Route
 PREFIX = "/v2/rayfront/canary"
 
 JsonBody = Any
+_M = TypeVar("_M", bound=BaseModel)
 Action = Callable[[dict[str, str], JsonBody], dict[str, Any]]
 
 
@@ -63,6 +64,14 @@ def _reason(body: JsonBody, what: str, default: str) -> str:
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidArgumentError(f"{what}: 'reason' must be a non-empty string, got {reason!r}")
     return reason
+
+
+def _validated(model_cls: type[_M], data: dict[str, Any], what: str) -> _M:
+    """``data`` as ``model_cls``, or a 400 naming ``what`` and every field that is wrong."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidArgumentError(f"{what}: {describe_validation_error(exc)}") from None
 
 
 def canary_routes(manager: CanaryManager) -> list[Route]:
@@ -94,13 +103,7 @@ def canary_routes(manager: CanaryManager) -> list[Route]:
                 fields[key] = str(fields[key])
         if fields.get("stable_version") is None:
             fields["stable_version"] = manager.default_stable(model)
-        try:
-            plan = RolloutPlan.model_validate(fields)
-        except ValidationError as exc:
-            raise InvalidArgumentError(
-                f"rollout plan of model {model!r}: {describe_validation_error(exc)}"
-            ) from None
-        manager.start(model, plan)
+        manager.start(model, _validated(RolloutPlan, fields, f"rollout plan of model {model!r}"))
         return manager.status(model)
 
     def weights(params: dict[str, str], body: JsonBody) -> dict[str, Any]:
@@ -142,13 +145,8 @@ def canary_routes(manager: CanaryManager) -> list[Route]:
 
     def rehearsal(params: dict[str, str], body: JsonBody) -> dict[str, Any]:
         model = params["model"]
-        try:
-            result = RehearsalResult.model_validate(_obj(body, f"rehearsal of model {model!r}"))
-        except ValidationError as exc:
-            raise InvalidArgumentError(
-                f"rehearsal of model {model!r}: {describe_validation_error(exc)}"
-            ) from None
-        manager.record_rehearsal(model, result)
+        what = f"rehearsal of model {model!r}"
+        manager.record_rehearsal(model, _validated(RehearsalResult, _obj(body, what), what))
         return manager.status(model)
 
     routes = [
