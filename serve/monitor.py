@@ -2,7 +2,7 @@
 
 The data plane hands every successful request to :meth:`LiveMonitor.observe`. A sampled
 request (``payload_log.sample_ratio``) is queued for the payload log
-(:mod:`rayfront.payload_log`) and its inputs and outputs are counted into the version's
+(:mod:`rayfront.payload_log`); on its writer thread the inputs and outputs are counted into the version's
 :class:`~rayfront.drift.DriftMonitor`, built on first use from the reference profile that
 ``rayfront export`` wrote into the version's sidecar. A version without a reference is
 logged but has no drift gauges (the log says so once).
@@ -54,7 +54,7 @@ class LiveMonitor(Collector):
         self, settings: PayloadLogSettings, reference: ReferenceReader, *, process: str = ""
     ) -> None:
         self.settings = settings
-        self.log = PayloadLog(settings, process=process)
+        self.log = PayloadLog(settings, process=process, on_record=self._count)
         self._reference = reference
         self._monitors: dict[tuple[str, str], DriftMonitor | None] = {}
         self._lock = threading.Lock()
@@ -83,13 +83,19 @@ class LiveMonitor(Collector):
         return self._monitors[key]
 
     def observe(self, payload: Payload) -> None:
-        """Count and log a sampled share of requests; never raises into the request."""
+        """Log and count a sampled share of requests; never raises into the request.
+
+        Only queues the arrays: the drift counting and the encoding run on the log's writer
+        thread (:meth:`_count`), off the serving event loop.
+        """
         if not self.log.sampled():
             return
         # Shared-memory inputs arrive as file references, read only by the replica: the
         # monitor sees (and logs) the tensors it has in hand.
         inputs = {n: a for n, a in payload.inputs.items() if isinstance(a, np.ndarray)}
-        payload = replace(payload, inputs=inputs)
+        self.log.record(replace(payload, inputs=inputs))
+
+    def _count(self, payload: Payload) -> None:
         try:
             drift = self.monitor(payload.model, payload.version)
             if drift is not None:
@@ -98,7 +104,6 @@ class LiveMonitor(Collector):
             logger.warning(
                 "drift monitor of %r version %s failed: %s", payload.model, payload.version, exc
             )
-        self.log.record(payload)
 
     def collect(self) -> Iterator[Metric]:
         inputs = Metric(

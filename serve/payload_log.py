@@ -3,8 +3,9 @@
 Each ingress process appends JSON lines to ``<directory>/<model>/payloads-<process>.jsonl``
 and rotates it at ``max_file_mb`` (``.1`` ... ``.<max_files - 1>``, the oldest dropped), so
 the disk it can use is bounded. Requests are sampled at ``sample_ratio``; a sampled
-record goes to a bounded queue that one writer thread drains, so the request path never
-touches the disk, and a full queue drops records (counted) instead of growing memory.
+request's arrays go to a queue bounded in records and bytes that one writer thread drains
+(encoding included), so the request path never touches the disk or encodes anything, and a
+full queue drops records (counted) instead of growing memory.
 Writing failures are logged and counted, never raised: logging never fails a request.
 
 A record::
@@ -28,7 +29,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ class PayloadLogSettings(BaseModel):
     )
     queue_size: int = Field(
         default=1024, ge=1, description="Records waiting for the writer; beyond it, dropped."
+    )
+    max_queue_mb: float = Field(
+        default=64.0, gt=0, description="Tensor bytes waiting for the writer; beyond it, dropped."
     )
     drift_window_s: float = Field(
         default=300.0, gt=0, description="Sliding window of the live drift statistics."
@@ -112,16 +116,32 @@ class Payload:
 
 
 class PayloadLog:
-    """The sampled request log of one ingress process (all models)."""
+    """The sampled request log of one ingress process (all models).
+
+    ``record`` only queues the request's arrays (references, no copy, no encoding) within
+    a count and a byte budget; the writer thread runs ``on_record`` (drift counting), encodes
+    and appends, so the serving event loop never pays for either.
+    """
 
     def __init__(
-        self, settings: PayloadLogSettings, *, process: str, rng: random.Random | None = None
+        self,
+        settings: PayloadLogSettings,
+        *,
+        process: str,
+        rng: random.Random | None = None,
+        on_record: Callable[[Payload], None] | None = None,
     ) -> None:
         self.settings = settings
         self.process = process or f"pid{os.getpid()}"
         self.directory = Path(settings.directory)
         self._rng = rng or random.Random()
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(settings.queue_size)
+        self._on_record = on_record
+        self._queue: queue.Queue[tuple[float, int, Payload] | None] = queue.Queue(
+            settings.queue_size
+        )
+        self._queued_bytes = 0
+        self._max_queued_bytes = int(settings.max_queue_mb * 1024 * 1024)
+        self._budget = threading.Lock()
         self._max_tensor = settings.max_tensor_kb * 1024
         self._max_file = int(settings.max_file_mb * 1024 * 1024)
         self.logged = 0
@@ -135,45 +155,58 @@ class PayloadLog:
         return ratio >= 1.0 or (ratio > 0.0 and self._rng.random() < ratio)
 
     def record(self, payload: Payload) -> None:
-        """Queue one request's record (call only for sampled requests); never raises."""
+        """Queue one request (call only for sampled requests); never raises, never blocks."""
+        nbytes = sum(
+            getattr(a, "nbytes", 0) for a in (*payload.inputs.values(), *payload.outputs.values())
+        )
+        with self._budget:
+            if self._queued_bytes + nbytes > self._max_queued_bytes:
+                self.dropped += 1
+                return
+            self._queued_bytes += nbytes
         try:
-            rec = {
-                "ts": time.time(),
-                "model": payload.model,
-                "version": payload.version,
-                "id": payload.request_id,
-                "route_key": payload.route_key,
-                "latency_s": round(payload.latency_s, 6),
-                "inputs": {
-                    n: encode_tensor(a, self._max_tensor) for n, a in payload.inputs.items()
-                },
-                "outputs": {
-                    n: encode_tensor(a, self._max_tensor) for n, a in payload.outputs.items()
-                },
-            }
-            self._queue.put_nowait(rec)
+            self._queue.put_nowait((time.time(), nbytes, payload))
         except queue.Full:
+            with self._budget:
+                self._queued_bytes -= nbytes
             self.dropped += 1
-        except Exception as exc:  # a tensor we cannot encode must not fail the request
-            self.failed += 1
-            logger.warning("payload log: could not record a %s request: %s", payload.model, exc)
 
     def path_for(self, model: str) -> Path:
         return self.directory / model / f"payloads-{self.process}.jsonl"
 
     def _write_loop(self) -> None:
         while True:
-            rec = self._queue.get()
+            item = self._queue.get()
             try:
-                if rec is None:
+                if item is None:
                     return
-                self._append(rec)
+                ts, nbytes, payload = item
+                with self._budget:
+                    self._queued_bytes -= nbytes
+                if self._on_record is not None:
+                    self._on_record(payload)
+                self._append(self._encode(ts, payload))
                 self.logged += 1
             except OSError as exc:
                 self.failed += 1
                 logger.warning("payload log: write failed (%s); record dropped", exc)
+            except Exception as exc:  # a tensor that cannot be encoded: skip the record
+                self.failed += 1
+                logger.warning("payload log: could not record a request: %s", exc)
             finally:
                 self._queue.task_done()
+
+    def _encode(self, ts: float, payload: Payload) -> dict[str, Any]:
+        return {
+            "ts": ts,
+            "model": payload.model,
+            "version": payload.version,
+            "id": payload.request_id,
+            "route_key": payload.route_key,
+            "latency_s": round(payload.latency_s, 6),
+            "inputs": {n: encode_tensor(a, self._max_tensor) for n, a in payload.inputs.items()},
+            "outputs": {n: encode_tensor(a, self._max_tensor) for n, a in payload.outputs.items()},
+        }
 
     def _append(self, rec: dict[str, Any]) -> None:
         path = self.path_for(rec["model"])

@@ -308,3 +308,13 @@ def test_drift_report_command_prints_json_and_refuses_unknown_model_when_run(tmp
     assert missing.exit_code == 1
     assert "no payload log records for model 'nope'" in missing.output
     log.close()
+
+
+def test_payload_log_drops_over_its_byte_budget_when_tensors_are_big(tmp_path):
+    log = PayloadLog(_settings(tmp_path, sample_ratio=1.0, max_queue_mb=0.01), process="p1")
+    log.close()  # no writer: whatever is admitted stays queued
+    small = np.zeros((1, 256), np.float32)  # 1 KiB: fits the 10 KiB budget
+    big = np.zeros((1, 4096), np.float32)  # 16 KiB: never fits
+    for arr in (small, big, small):
+        log.record(Payload("m", "1", "", None, 0.0, {"x": arr}, {}))
+    assert log.dropped == 1
