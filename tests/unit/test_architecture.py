@@ -205,6 +205,14 @@ def test_no_two_modules_share_a_basename_when_tree_is_read():
     assert twins == [], f"modules sharing a basename: {twins}"
 
 
+def test_no_two_test_modules_share_a_basename_when_tests_are_read():
+    # The test folders are not packages: pytest imports each test module by its basename,
+    # so twins in unit/ and integration/ fail collection on a fresh checkout.
+    names = Counter(p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py")
+    twins = sorted(n for n, c in names.items() if c > 1 and n != "__init__.py")
+    assert twins == [], f"test modules sharing a basename: {twins}"
+
+
 @pytest.mark.parametrize("module", ["rayfront.deploy.autoscaling"])
 def test_autoscaling_policy_imports_nothing_from_rayfront_when_pickled_by_value(module):
     # Serve cloudpickles the policy into its controller, which may not have rayfront.
