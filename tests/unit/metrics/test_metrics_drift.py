@@ -318,3 +318,13 @@ def test_payload_log_drops_over_its_byte_budget_when_tensors_are_big(tmp_path):
     for arr in (small, big, small):
         log.record(Payload("m", "1", "", None, 0.0, {"x": arr}, {}))
     assert log.dropped == 1
+
+
+def test_payload_log_counts_a_failing_disk_and_never_raises_when_writes_fail(tmp_path):
+    blocker = tmp_path / "payloads"
+    blocker.write_text("a file where the log folder should be")
+    log = PayloadLog(PayloadLogSettings(directory=str(blocker), sample_ratio=1.0), process="p")
+    log.record(Payload("m", "1", "", None, 0.0, {"x": np.zeros((1, 2), np.float32)}, {}))
+    assert log.flush()
+    assert log.failed == 1 and log.logged == 0
+    log.close()
