@@ -851,7 +851,10 @@ class CanaryManager:
             }
             ro = doc.rollout if doc is not None else None
             if ro is not None:
-                out["rollout"] = ro.model_dump(mode="json")
+                # The baseline's latency sample is for the judge, not for readers.
+                out["rollout"] = ro.model_dump(
+                    mode="json", exclude={"stable_baseline": {"samples"}}
+                )
                 out["rollout"]["step"] = {
                     "index": ro.step_index,
                     "number": ro.step_index + 1,

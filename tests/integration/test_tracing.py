@@ -111,3 +111,27 @@ def test_failed_request_is_traced_as_an_error_when_input_is_bad(server):
     spans = _spans_of(server, trace_id, want=1)
     root = next(s for s in spans if s["name"] == "infer")
     assert root["status"] == "ERROR" and root["attributes"]["error.type"] == "InvalidArgumentError"
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "garbage",
+        "ff-" + "0" * 32 + "-" + "0" * 16 + "-01",
+        "00-" + "z" * 32 + "-1234-01",
+        "x" * 8000,
+    ],
+    ids=["garbage", "bad-version", "bad-hex", "huge"],
+)
+def test_malformed_traceparent_is_ignored_and_the_request_answered_when_sent(
+    server, ort_sessions, traceparent
+):
+    x = np.random.default_rng(5).random((2, 1, 8, 8), dtype=np.float32)
+    client = httpclient.InferenceServerClient(server.http_url)
+    inp = httpclient.InferInput("pixels", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer("digits", [inp], headers={"traceparent": traceparent})
+    np.testing.assert_allclose(
+        result.as_numpy("logits"), ort_sessions["digits"].run(["logits"], {"pixels": x})[0],
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
