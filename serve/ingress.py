@@ -114,6 +114,8 @@ def assemble(
     server's ingress processes on one host share their region registrations (a private
     temporary directory when not given).
     """
+    # One name per ingress process, for telemetry, the payload log's files and traces.
+    process = process or f"ingress-{os.getpid()}"
     metrics, stats = ModelMetrics(), StatsAggregator()
     recorder = RecorderGroup(metrics, stats)
     loader = make_loader(recorder)
@@ -142,9 +144,7 @@ def assemble(
     if shared_memory != "off":
         shm = SharedMemoryRegistry(shm_dir or Path(tempfile.mkdtemp(prefix="rayfront-shm-")))
     telemetry = (
-        Telemetry(
-            board, board_prefix, process or f"ingress-{os.getpid()}", metrics.render, stats.snapshot
-        )
+        Telemetry(board, board_prefix, process, metrics.render, stats.snapshot)
         if board is not None
         else None
     )
@@ -155,9 +155,7 @@ def assemble(
         canary.peer_windows = lambda: telemetry.peer_field("canary")
     monitor = None
     if payload_log is not None:
-        monitor = LiveMonitor(
-            payload_log, sidecar_reference(repo.root), process=process or f"pid{os.getpid()}"
-        )
+        monitor = LiveMonitor(payload_log, sidecar_reference(repo.root), process=process)
         metrics.registry.register(monitor)
     dataplane = ServingDataPlane(
         registry,

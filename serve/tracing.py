@@ -40,6 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 logger = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
+#: The W3C trace-context fields a caller may send (HTTP headers, gRPC metadata).
+TRACE_HEADERS = (TRACEPARENT, "tracestate")
 
 _T = TypeVar("_T")
 
@@ -178,11 +180,8 @@ class Tracer:
         """A trace for this request when it is sampled, else None (then nothing is recorded)."""
         from opentelemetry.trace import SpanKind
 
-        parent = None
-        if carrier and TRACEPARENT in carrier:
-            parent = self._propagator.extract(
-                {TRACEPARENT: carrier[TRACEPARENT], **_tracestate(carrier)}
-            )
+        # The propagator reads only the trace-context fields of the carrier.
+        parent = self._propagator.extract(carrier) if carrier and TRACEPARENT in carrier else None
         start = time.time_ns()
         root = self._tracer.start_span(
             "infer",
@@ -200,11 +199,6 @@ class Tracer:
 
     def shutdown(self) -> None:
         self._provider.shutdown()
-
-
-def _tracestate(carrier: Mapping[str, str]) -> dict[str, str]:
-    state = carrier.get("tracestate")
-    return {"tracestate": state} if state else {}
 
 
 class RequestTrace:

@@ -34,7 +34,7 @@ from rayfront.protocol import grpc_codec
 from rayfront.protocol.contract import InferenceService, RepositoryService
 from rayfront.protocol.shared_memory import SharedMemoryRegistry
 from rayfront.protocol.types import PARAM_ROUTE_KEY, InferRequest
-from rayfront.tracing import RequestTrace, traced
+from rayfront.tracing import TRACE_HEADERS, RequestTrace, traced
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class GRPCInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return {
             key: value
             for key, value in context.invocation_metadata() or ()
-            if key in ("traceparent", "tracestate") and isinstance(value, str)
+            if key in TRACE_HEADERS and isinstance(value, str)
         }
 
     async def ModelStreamInfer(
