@@ -289,12 +289,10 @@ def analyze(
     if not ok and c.samples and base.samples:
         rank = mann_whitney(c.samples, base.samples)
         latency["test"] = rank.to_dict()
-        slower_ms = (rank.canary_median_s - rank.stable_median_s) * 1000
-        # A ratio of tails alone is noise: the canary must be slower as a whole
-        # (significantly, by rank) and by more than the floor at the median.
-        ok = rank.p_value >= plan.alpha or slower_ms <= plan.latency_floor_ms
+        # A ratio of tails alone is noise (see RankTest.slower).
+        ok = not rank.slower(plan.alpha, plan.latency_floor_ms)
         why += (
-            f", median +{slower_ms:.2f} ms (floor {plan.latency_floor_ms:g} ms), "
+            f", median +{rank.slower_ms:.2f} ms (floor {plan.latency_floor_ms:g} ms), "
             f"Mann-Whitney p={rank.p_value:.3g} (alpha {plan.alpha:g})"
         )
     elif not ok:

@@ -59,15 +59,20 @@ def load_recorded(
     log_dir: Path, model: str, stable_version: str, max_requests: int
 ) -> list[Recorded]:
     """The newest ``max_requests`` complete records the stable answered, oldest first."""
-    picked: list[Recorded] = []
-    for rec in read_records(log_dir, model, stable_version):
-        inputs = {n: decode_tensor(e, name=n, model=model) for n, e in rec["inputs"].items()}
-        outputs = {n: decode_tensor(e, name=n, model=model) for n, e in rec["outputs"].items()}
-        if any(v is None for v in (*inputs.values(), *outputs.values())):
-            continue  # logged without its bytes (too big): cannot be replayed
-        picked.append(Recorded(float(rec["ts"]), inputs, outputs))  # type: ignore[arg-type]
-    picked.sort(key=lambda r: r.ts)
-    picked = picked[-max_requests:]
+
+    def complete(rec: dict[str, Any]) -> bool:
+        # A tensor logged without its bytes (too big) cannot be replayed.
+        return all("b64" in e for part in ("inputs", "outputs") for e in rec[part].values())
+
+    def decoded(part: dict[str, Any]) -> TensorDict:
+        return {n: decode_tensor(e, name=n, model=model) for n, e in part.items()}  # type: ignore[misc]
+
+    raw = sorted(
+        (r for r in read_records(log_dir, model, stable_version) if complete(r)),
+        key=lambda r: float(r["ts"]),
+    )[-max_requests:]
+    # Only the records kept are decoded.
+    picked = [Recorded(float(r["ts"]), decoded(r["inputs"]), decoded(r["outputs"])) for r in raw]
     if not picked:
         raise NotFoundError(
             f"no replayable payload log records of model {model!r} version {stable_version} "
@@ -151,10 +156,9 @@ def score(
     if c_lat and s_lat:
         rank = mann_whitney(c_lat, s_lat)
         p_value = rank.p_value
-        slower_ms = (rank.canary_median_s - rank.stable_median_s) * 1000
-        if rank.p_value < alpha and slower_ms > latency_floor_ms:
+        if rank.slower(alpha, latency_floor_ms):
             reasons.append(
-                f"candidate median {rank.canary_median_s * 1000:.2f} ms is {slower_ms:.2f} ms "
+                f"candidate median {rank.canary_median_s * 1000:.2f} ms is {rank.slower_ms:.2f} ms "
                 f"above the stable's on the same requests (Mann-Whitney p={rank.p_value:.3g})"
             )
 

@@ -87,6 +87,16 @@ class RankTest:
     stable_median_s: float
     probability_greater: float  # P(canary > stable) + P(tie)/2, the common-language effect
 
+    @property
+    def slower_ms(self) -> float:
+        """Canary median minus stable median, in milliseconds."""
+        return (self.canary_median_s - self.stable_median_s) * 1000
+
+    def slower(self, alpha: float, floor_ms: float) -> bool:
+        """The latency rule of every gate: slower as a whole (significantly, by rank) *and*
+        by more than ``floor_ms`` at the median; a noisier tail alone is not slower."""
+        return self.p_value < alpha and self.slower_ms > floor_ms
+
     def to_dict(self) -> dict[str, float]:
         return {
             "p_value": self.p_value,
