@@ -81,6 +81,13 @@ class ReferenceProfile(BaseModel):
     inputs: dict[str, TensorProfile] = Field(default_factory=dict, description="Per input.")
     outputs: dict[str, TensorProfile] = Field(default_factory=dict, description="Per output.")
 
+    def tensors(self) -> dict[tuple[str, str], TensorProfile]:
+        """Every profile keyed by (``"input"`` or ``"output"``, tensor name)."""
+        return {
+            **{("input", n): p for n, p in self.inputs.items()},
+            **{("output", n): p for n, p in self.outputs.items()},
+        }
+
 
 def _categorical(values: np.ndarray) -> bool:
     return values.dtype.kind in "iub"
@@ -219,10 +226,7 @@ class DriftMonitor:
         if bucket_s <= 0 or window_s < bucket_s:
             raise ValueError(f"need 0 < bucket_s <= window_s, got {bucket_s}, {window_s}")
         self.reference = reference
-        self._profiles = {
-            **{("input", n): p for n, p in reference.inputs.items()},
-            **{("output", n): p for n, p in reference.outputs.items()},
-        }
+        self._profiles = reference.tensors()
         self._bucket_s = bucket_s
         self._buckets: deque[tuple[int, dict[tuple[str, str], np.ndarray]]] = deque(
             maxlen=max(1, round(window_s / bucket_s))

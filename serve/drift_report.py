@@ -18,7 +18,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from rayfront.drift import ReferenceProfile, TensorProfile, bin_counts, ks_binned, psi, verdict
+from rayfront.drift import ReferenceProfile, bin_counts, ks_binned, psi, verdict
 from rayfront.errors import NotFoundError, RayfrontError
 from rayfront.payload_log import decode_tensor, read_records
 
@@ -66,10 +66,7 @@ def compute_report(
 ) -> DriftReport:
     """Bin every logged request of ``model`` version ``version`` over the reference (pure I/O
     on the log; no server)."""
-    profiles: dict[tuple[str, str], TensorProfile] = {
-        **{("input", n): p for n, p in reference.inputs.items()},
-        **{("output", n): p for n, p in reference.outputs.items()},
-    }
+    profiles = reference.tensors()
     counts = {key: np.zeros(len(p.freqs)) for key, p in profiles.items()}
     sums = dict.fromkeys(profiles, 0.0)
     elements = dict.fromkeys(profiles, 0)
@@ -123,10 +120,7 @@ def plot_report(report: DriftReport, reference: ReferenceProfile, path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    profiles = {
-        **{f"input:{n}": p for n, p in reference.inputs.items()},
-        **{f"output:{n}": p for n, p in reference.outputs.items()},
-    }
+    profiles = {f"{role}:{name}": p for (role, name), p in reference.tensors().items()}
     fig, axes = plt.subplots(len(profiles), 1, figsize=(8, 2.6 * len(profiles)), squeeze=False)
     by_key = {f"{t.role}:{t.tensor}": t for t in report.tensors}
     for ax, (key, prof) in zip(axes[:, 0], profiles.items(), strict=True):
