@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -83,6 +84,7 @@ from rayfront.canary.state import (
 )
 from rayfront.canary.store import CanaryStore
 from rayfront.canary.webhooks import (
+    ROLLBACK_POLL_S,
     call_webhook,
     check_gate,
     first_failure,
@@ -159,6 +161,7 @@ class CanaryManager:
         self._shadow: dict[tuple[str, str], ShadowStats] = {}
         # When this process started collecting the current step's window, per model.
         self._window_started: dict[str, float] = {}
+        self._rollback_polled: dict[str, float] = {}
         self._fingerprints: dict[str, tuple[int, int, int] | None] = {}
         self._load_all()
 
@@ -565,7 +568,11 @@ class CanaryManager:
             )
             return state.history[-1]
         payload = _hook_payload(model, plan, ro.current_step, "")
-        asked = rollback_requested(plan.webhooks, payload)
+        asked = None
+        if now - self._rollback_polled.get(model, -math.inf) >= ROLLBACK_POLL_S:
+            # Evaluations run every tick; an external kill switch needs no more than this.
+            self._rollback_polled[model] = now
+            asked = rollback_requested(plan.webhooks, payload)
         if asked is not None:
             state = self._apply_rollback(
                 doc, ro, now, f"rollback webhook {asked!r} asked for a rollback", {}

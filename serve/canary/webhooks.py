@@ -8,7 +8,7 @@ answer means depends on its ``type``:
                    refused and the stable keeps all traffic
 ``confirm-rollout`` before each step's traffic increase; failure -> the rollout pauses
 ``confirm-promotion`` before an automatic promotion; failure -> the rollout pauses
-``rollback``       asked at every evaluation of a running or paused rollout; a 2xx
+``rollback``       asked every ``ROLLBACK_POLL_S`` while a rollout runs or pauses; a 2xx
                    answer rolls the canary back (an external kill switch); anything else,
                    including a timeout, means "no"
 ``post-rollout``   after a promotion, rollback or abort; notification only
@@ -136,10 +136,21 @@ def first_failure(hooks: list[Webhook], kind: HookType, payload: dict[str, Any])
     return None
 
 
+#: How often, at most, the rollback hooks of one rollout are asked (seconds).
+ROLLBACK_POLL_S = 5.0
+
+
 def rollback_requested(hooks: list[Webhook], payload: dict[str, Any]) -> str | None:
-    """The name of the first ``rollback`` hook that answers 2xx, else None."""
+    """The name of the first ``rollback`` hook that answers 2xx, else None.
+
+    One attempt each: anything but a 2xx means "no", so there is nothing to retry, and a
+    dead hook costs the evaluation at most its timeout, not its retries and backoff.
+    """
     for hook in hooks:
-        if hook.type == "rollback" and call_webhook(hook, payload).ok:
+        if (
+            hook.type == "rollback"
+            and call_webhook(hook.model_copy(update={"retries": 0}), payload).ok
+        ):
             return hook.name
     return None
 

@@ -157,7 +157,9 @@ def test_rollback_hook_rolls_back_and_post_rollout_hears_of_it_when_it_answers_o
     _tick(manager, clock, 1)
     assert manager.status(MODEL)["rollout"]["status"] == "running"
     hooks.status["/kill"] = 200
-    (decision,) = _tick(manager, clock, 1)
+    assert _tick(manager, clock, 1) == []  # asked at most every ROLLBACK_POLL_S (5 s)
+    assert hooks.paths().count("/kill") == 1
+    (decision,) = _tick(manager, clock, 5)
     assert decision[1].action == "rollback"
     assert decision[1].reason == "rollback webhook 'kill' asked for a rollback"
     assert manager.policy(MODEL).weights == {"1": 100, "2": 0}
